@@ -1,0 +1,245 @@
+// Package filter is the contract between the proxy core and the features that
+// plug into the request path (authentication, policy, audit, masking).
+//
+// The proxy reads a request, runs every filter's OnRequest in chain order,
+// forwards the (possibly rewritten) request upstream, reads the response and
+// runs every filter's OnResponse in reverse chain order before answering the
+// client. Responses on one connection are always written in request order.
+//
+// A filter declares the API keys it needs decoded; for keys no filter wants,
+// the proxy forwards the raw frame without decoding it. The package imports
+// only kmsg and kerr so that domain packages can depend on it without
+// depending on the proxy.
+package filter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Filter is one stage of the request path.
+//
+// OnRequest runs on the connection's read loop, in chain order, before the
+// request is forwarded. It may rewrite x.Request, answer locally by setting
+// x.Local, or refuse the whole request by returning a *Denial. Any other
+// error closes the client connection.
+//
+// OnResponse runs on the connection's write loop, in reverse chain order,
+// with x.Response decoded. It may rewrite x.Response. A *Denial replaces the
+// response with the denial's error code; any other error closes the
+// connection.
+//
+// Filters are shared by every connection and must be safe for concurrent use;
+// per-request state belongs on the Exchange.
+type Filter interface {
+	// Name is a short stable name used in logs and metrics.
+	Name() string
+	// Wants reports whether the filter needs requests and responses of
+	// this API key decoded. It is called once per key when the chain is
+	// built, never on the hot path.
+	Wants(key int16) bool
+	OnRequest(ctx context.Context, x *Exchange) error
+	OnResponse(ctx context.Context, x *Exchange) error
+}
+
+// Funcs adapts plain functions to a Filter; nil functions are no-ops.
+type Funcs struct {
+	FilterName string
+	Keys       []int16 // nil means no key is wanted
+	Req        func(ctx context.Context, x *Exchange) error
+	Resp       func(ctx context.Context, x *Exchange) error
+}
+
+func (f Funcs) Name() string { return f.FilterName }
+
+func (f Funcs) Wants(key int16) bool {
+	for _, k := range f.Keys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+func (f Funcs) OnRequest(ctx context.Context, x *Exchange) error {
+	if f.Req == nil {
+		return nil
+	}
+	return f.Req(ctx, x)
+}
+
+func (f Funcs) OnResponse(ctx context.Context, x *Exchange) error {
+	if f.Resp == nil {
+		return nil
+	}
+	return f.Resp(ctx, x)
+}
+
+// Principal is an authenticated identity, as policies see it.
+type Principal struct {
+	// ID is the principal's name, unique within its organisation.
+	ID string `json:"id"`
+	// Org is the organisation (partner) the principal belongs to.
+	Org string `json:"org,omitempty"`
+	// Mechanism is how the principal authenticated: "anonymous", "mtls",
+	// "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" or "OAUTHBEARER".
+	Mechanism string `json:"mechanism"`
+	// Roles are coarse roles such as "partner" or "auditor".
+	Roles []string `json:"roles,omitempty"`
+	// Attributes are free-form attributes from the credentials file,
+	// certificate or token claims.
+	Attributes map[string]string `json:"attributes,omitempty"`
+	// Expires, if non-zero, is when the credential stops being valid
+	// (an OAUTHBEARER token's expiry).
+	Expires time.Time `json:"expires,omitempty"`
+}
+
+// Anonymous is the principal of a connection on a listener without
+// authentication.
+var Anonymous = &Principal{ID: "anonymous", Mechanism: "anonymous"}
+
+// Conn describes one client connection. It lives as long as the connection.
+type Conn struct {
+	ID         uint64
+	Listener   string         // listener name, "bootstrap" or "broker-<id>"
+	ClientAddr netip.AddrPort // remote address of the client
+	NodeID     int32          // upstream node id, -1 for the bootstrap listener
+	Opened     time.Time
+
+	principal atomic.Pointer[Principal]
+}
+
+// Principal returns the connection's current principal, Anonymous if none
+// has authenticated.
+func (c *Conn) Principal() *Principal {
+	if p := c.principal.Load(); p != nil {
+		return p
+	}
+	return Anonymous
+}
+
+// SetPrincipal records the connection's principal after (re)authentication.
+func (c *Conn) SetPrincipal(p *Principal) { c.principal.Store(p) }
+
+// Exchange is one request and its response as it travels through the chain.
+type Exchange struct {
+	Conn          *Conn
+	Key           int16
+	Version       int16
+	CorrelationID int32
+	ClientID      *string
+
+	// Request is the decoded request when some filter wants this key, else
+	// nil. Filters may modify it in place.
+	Request kmsg.Request
+	// Response is the decoded response in OnResponse when some filter
+	// wants this key.
+	Response kmsg.Response
+	// Local, when set by OnRequest, is the response sent to the client
+	// instead of forwarding the request. Later filters' OnRequest are
+	// skipped; every filter's OnResponse still runs.
+	Local kmsg.Response
+
+	// Received is when the request was read from the client.
+	Received time.Time
+
+	// Decisions are appended by the policy filter, one per resource
+	// decided, for audit.
+	Decisions []Decision
+	// Obligations per topic, attached by the policy filter for later
+	// filters (masking). Nil when no topic carries obligations.
+	Obligations map[string]*Obligations
+	// Stats are filled by filters that count records and bytes.
+	Stats Stats
+
+	// Values carries other per-exchange state between filters; keys
+	// should be unexported types of the owning package.
+	Values map[any]any
+}
+
+// Set stores a per-exchange value.
+func (x *Exchange) Set(k, v any) {
+	if x.Values == nil {
+		x.Values = make(map[any]any, 2)
+	}
+	x.Values[k] = v
+}
+
+// Get returns a per-exchange value.
+func (x *Exchange) Get(k any) any { return x.Values[k] }
+
+// Stats counts what an exchange moved.
+type Stats struct {
+	Records int64
+	Bytes   int64
+}
+
+// Decision is one policy decision on one resource.
+type Decision struct {
+	Action       string       `json:"action"`
+	ResourceType string       `json:"resource_type"`
+	Resource     string       `json:"resource"`
+	Partitions   []int32      `json:"partitions,omitempty"`
+	Allow        bool         `json:"allow"`
+	Reason       string       `json:"reason,omitempty"`
+	GrantID      string       `json:"grant_id,omitempty"`
+	Purpose      string       `json:"purpose,omitempty"`
+	PolicyRev    string       `json:"policy_revision,omitempty"`
+	Obligations  *Obligations `json:"obligations,omitempty"`
+}
+
+// Obligations are what an allow decision requires later filters to do.
+type Obligations struct {
+	GrantID string `json:"grant_id,omitempty"`
+	Purpose string `json:"purpose,omitempty"`
+	// Mask lists field masking rules for record values (and keys).
+	Mask []MaskRule `json:"mask,omitempty"`
+	// RowFilter is a predicate records must satisfy to be delivered.
+	RowFilter *RowFilter `json:"row_filter,omitempty"`
+}
+
+// Empty reports whether the obligations require nothing of later filters.
+func (o *Obligations) Empty() bool {
+	return o == nil || (len(o.Mask) == 0 && o.RowFilter == nil)
+}
+
+// MaskRule masks one field. Field is a dotted path into the record
+// ("customer.ssn", "items[].card", "attrs{}"); Strategy is one of redact,
+// partial, hash, tokenize, null, default.
+type MaskRule struct {
+	Field    string            `json:"field"`
+	Strategy string            `json:"strategy"`
+	Target   string            `json:"target,omitempty"` // "value" (default) or "key"
+	Params   map[string]string `json:"params,omitempty"`
+}
+
+// RowFilter keeps records whose Field equals one of Values.
+type RowFilter struct {
+	Field  string   `json:"field"`
+	Op     string   `json:"op"` // "eq" or "in"
+	Values []string `json:"values"`
+}
+
+// Denial refuses a request with a Kafka error code.
+type Denial struct {
+	Code   int16
+	Reason string
+}
+
+func (d *Denial) Error() string { return fmt.Sprintf("denied (code %d): %s", d.Code, d.Reason) }
+
+// Deny returns a *Denial error with the given Kafka error code.
+func Deny(code int16, reason string) error { return &Denial{Code: code, Reason: reason} }
+
+// AsDenial reports whether err is a denial and returns it.
+func AsDenial(err error) (*Denial, bool) {
+	var d *Denial
+	ok := errors.As(err, &d)
+	return d, ok
+}
