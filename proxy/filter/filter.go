@@ -149,6 +149,10 @@ type Exchange struct {
 	// Received is when the request was read from the client.
 	Received time.Time
 
+	// Topics resolves topic IDs (Fetch v13+, Metadata v10+, ...) to
+	// names, from the metadata the gateway has seen. Never nil.
+	Topics TopicResolver
+
 	// Decisions are appended by the policy filter, one per resource
 	// decided, for audit.
 	Decisions []Decision
@@ -161,6 +165,12 @@ type Exchange struct {
 	// Values carries other per-exchange state between filters; keys
 	// should be unexported types of the owning package.
 	Values map[any]any
+}
+
+// TopicResolver maps topic IDs to names and back.
+type TopicResolver interface {
+	TopicName(id [16]byte) (string, bool)
+	TopicID(name string) ([16]byte, bool)
 }
 
 // Set stores a per-exchange value.
