@@ -1,0 +1,455 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+// sources are the files of one revision, read from disk.
+type sources struct {
+	modules map[string]string // path -> Rego text, tests excluded
+	tests   map[string]string // path -> Rego text of *_test.rego
+	data    map[string]any    // document name -> value
+	rev     string
+}
+
+func isRego(name string) bool { return strings.HasSuffix(name, ".rego") }
+
+func isTest(name string) bool { return strings.HasSuffix(name, "_test.rego") }
+
+func isData(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".json", ".yaml", ".yml":
+		return true
+	}
+	return false
+}
+
+// policyFiles lists the Rego files under dir, sorted.
+func policyFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != dir && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && isRego(d.Name()) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: reading policy dir: %w", err)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// dataFiles lists the data documents of cfg, sorted, directory first.
+func dataFiles(cfg *Config) ([]string, error) {
+	var files []string
+	if cfg.DataDir != "" {
+		ents, err := os.ReadDir(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("policy: reading data dir: %w", err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() && isData(e.Name()) && !strings.HasPrefix(e.Name(), ".") {
+				files = append(files, filepath.Join(cfg.DataDir, e.Name()))
+			}
+		}
+	}
+	files = append(files, cfg.DataFiles...)
+	return files, nil
+}
+
+// watchedFiles is every file a revision is built from.
+func watchedFiles(cfg *Config) ([]string, error) {
+	p, err := policyFiles(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	d, err := dataFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return append(p, d...), nil
+}
+
+// readSources reads the policy and data files of cfg and hashes them into a
+// revision id.
+func readSources(cfg *Config) (*sources, error) {
+	pfiles, err := policyFiles(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	dfiles, err := dataFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &sources{modules: map[string]string{}, tests: map[string]string{}, data: map[string]any{}}
+	h := sha256.New()
+	for _, f := range pfiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		fmt.Fprintf(h, "policy %s %d\n", filepath.Base(f), len(b))
+		h.Write(b)
+		if isTest(f) {
+			s.tests[f] = string(b)
+		} else {
+			s.modules[f] = string(b)
+		}
+	}
+	if len(s.modules) == 0 {
+		return nil, fmt.Errorf("policy: no .rego policy in %s", cfg.Dir)
+	}
+	for _, f := range dfiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f))
+		if _, dup := s.data[name]; dup {
+			return nil, fmt.Errorf("policy: two data documents named %q (%s)", name, f)
+		}
+		var v any
+		if err := util.Unmarshal(b, &v); err != nil {
+			return nil, fmt.Errorf("policy: data file %s: %w", f, err)
+		}
+		s.data[name] = v
+		fmt.Fprintf(h, "data %s %d\n", name, len(b))
+		h.Write(b)
+	}
+	s.rev = hex.EncodeToString(h.Sum(nil))[:16]
+	return s, nil
+}
+
+func parseModules(files map[string]string) (map[string]*ast.Module, error) {
+	mods := make(map[string]*ast.Module, len(files))
+	for name, text := range files {
+		m, err := ast.ParseModuleWithOpts(name, text, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		mods[name] = m
+	}
+	return mods, nil
+}
+
+func newStore(data map[string]any) storage.Store {
+	return inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(true), inmem.OptReturnASTValuesOnRead(true))
+}
+
+// revision is one compiled policy revision and its decision cache.
+type revision struct {
+	id     string
+	pq     rego.PreparedEvalQuery
+	labels labelIndex
+	grants []Grant
+	cache  *cache
+	loaded time.Time
+}
+
+// compile builds a revision from s: parse, compile, prepare the query, load
+// labels and grants (running validate on each grant's obligations), probe
+// the query once, and, if runTests, run the Rego tests.
+func compile(ctx context.Context, cfg *Config, s *sources, validate func(string, *filter.Obligations) error, runTests bool) (*revision, error) {
+	mods, err := parseModules(s.modules)
+	if err != nil {
+		return nil, err
+	}
+	labels, err := buildLabels(s.data["topics"])
+	if err != nil {
+		return nil, err
+	}
+	grants, err := parseGrants(s.data["grants"], validate)
+	if err != nil {
+		return nil, err
+	}
+	store := newStore(s.data)
+	opts := []func(*rego.Rego){
+		rego.Query(cfg.Query),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.SetRegoVersion(ast.RegoV1),
+	}
+	names := make([]string, 0, len(mods))
+	for n := range mods {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		opts = append(opts, rego.ParsedModule(mods[n]))
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: compiling: %w", err)
+	}
+	rev := &revision{id: s.rev, pq: pq, labels: labels, grants: grants, cache: newCache(cfg.CacheSize), loaded: time.Now()}
+
+	// Probe: the decision must be defined and well formed for a minimal
+	// input, or every request would be denied for a policy bug.
+	probe := Query{Principal: filter.Anonymous, Action: ActionDescribe, Resource: ResourceCluster, Name: ClusterName, Now: time.Now()}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rs, err := pq.Eval(pctx, rego.EvalParsedInput(probe.input(nil)))
+	if err != nil {
+		return nil, fmt.Errorf("policy: probe evaluation: %w", err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, fmt.Errorf("policy: %s is undefined for a probe input; define a default decision", cfg.Query)
+	}
+	if _, err := parseOutput(rs[0].Expressions[0].Value); err != nil {
+		return nil, fmt.Errorf("policy: probe decision: %w", err)
+	}
+
+	if runTests {
+		var buf bytes.Buffer
+		ok, err := runTestsOn(ctx, s, &buf)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("policy: rego tests failed:\n%s", strings.TrimSpace(buf.String()))
+		}
+	}
+	return rev, nil
+}
+
+// runTestsOn runs the *_test.rego of s against its modules and data,
+// reporting to w. It returns false if a test failed or errored, or if
+// there is no test at all.
+func runTestsOn(ctx context.Context, s *sources, w io.Writer) (bool, error) {
+	all := make(map[string]string, len(s.modules)+len(s.tests))
+	for k, v := range s.modules {
+		all[k] = v
+	}
+	for k, v := range s.tests {
+		all[k] = v
+	}
+	mods, err := parseModules(all)
+	if err != nil {
+		return false, err
+	}
+	store := inmem.NewFromObject(s.data)
+	ch, err := tester.NewRunner().
+		SetStore(store).
+		SetModules(mods).
+		SetDefaultRegoVersion(ast.RegoV1).
+		SetTimeout(30 * time.Second).
+		RunTests(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("policy: running tests: %w", err)
+	}
+	var results []*tester.Result
+	for r := range ch {
+		results = append(results, r)
+	}
+	ok := len(results) > 0
+	for _, r := range results {
+		if r.Error != nil || r.Fail || !r.Pass() {
+			ok = false
+		}
+	}
+	ch2 := make(chan *tester.Result, len(results))
+	for _, r := range results {
+		ch2 <- r
+	}
+	close(ch2)
+	if err := (tester.PrettyReporter{Output: w, FailureLine: true}).Report(ch2); err != nil {
+		return false, fmt.Errorf("policy: reporting tests: %w", err)
+	}
+	if len(results) == 0 {
+		fmt.Fprintln(w, "policy: no Rego test found")
+	}
+	return ok, nil
+}
+
+// labelIndex maps topic names to their labels from data.topics: exact names
+// first, then the longest "prefix*" pattern.
+type labelIndex struct {
+	exact    map[string]ast.Value
+	patterns []labelPattern // longest prefix first
+}
+
+type labelPattern struct {
+	prefix string
+	v      ast.Value
+}
+
+func buildLabels(doc any) (labelIndex, error) {
+	li := labelIndex{exact: map[string]ast.Value{}}
+	if doc == nil {
+		return li, nil
+	}
+	m, ok := doc.(map[string]any)
+	if !ok {
+		return li, fmt.Errorf("policy: data.topics must be an object of topic name -> labels, got %T", doc)
+	}
+	for name, labels := range m {
+		if _, ok := labels.(map[string]any); !ok {
+			return li, fmt.Errorf("policy: data.topics[%q]: labels must be an object, got %T", name, labels)
+		}
+		v, err := ast.InterfaceToValue(labels)
+		if err != nil {
+			return li, fmt.Errorf("policy: data.topics[%q]: %w", name, err)
+		}
+		switch i := strings.IndexByte(name, '*'); {
+		case i < 0:
+			li.exact[name] = v
+		case i == len(name)-1:
+			li.patterns = append(li.patterns, labelPattern{prefix: name[:i], v: v})
+		default:
+			return li, fmt.Errorf("policy: data.topics[%q]: only a trailing * is supported", name)
+		}
+	}
+	slices.SortFunc(li.patterns, func(a, b labelPattern) int { return len(b.prefix) - len(a.prefix) })
+	return li, nil
+}
+
+func (li *labelIndex) lookup(topic string) ast.Value {
+	if v, ok := li.exact[topic]; ok {
+		return v
+	}
+	for _, p := range li.patterns {
+		if strings.HasPrefix(topic, p.prefix) {
+			return p.v
+		}
+	}
+	return nil
+}
+
+// Grant is one entry of data.grants: the right of an organisation to
+// consume a topic (or "prefix*" pattern) for a purpose, up to a data
+// classification, inside a time window, with obligations.
+type Grant struct {
+	ID             string            `json:"id"`
+	Org            string            `json:"org"`
+	Topic          string            `json:"topic,omitempty"`
+	Pattern        string            `json:"pattern,omitempty"`
+	Purpose        string            `json:"purpose"`
+	Classification string            `json:"classification"`
+	ValidFrom      string            `json:"valid_from,omitempty"`
+	ValidUntil     string            `json:"valid_until,omitempty"`
+	Revoked        bool              `json:"revoked,omitempty"`
+	Mask           []filter.MaskRule `json:"mask,omitempty"`
+	RowFilter      *filter.RowFilter `json:"row_filter,omitempty"`
+	Description    string            `json:"description,omitempty"`
+}
+
+// parseGrants checks data.grants strictly and runs validate on every
+// grant's obligations.
+func parseGrants(doc any, validate func(string, *filter.Obligations) error) ([]Grant, error) {
+	if doc == nil {
+		return nil, nil
+	}
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("policy: data.grants: %w", err)
+	}
+	var grants []Grant
+	if err := strictUnmarshal(raw, &grants); err != nil {
+		return nil, fmt.Errorf("policy: data.grants must be a list of grants: %w", err)
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for i, g := range grants {
+		where := fmt.Sprintf("policy: data.grants[%d] (%s)", i, g.ID)
+		if g.ID == "" {
+			errs = append(errs, fmt.Errorf("%s: id is required", where))
+		} else if seen[g.ID] {
+			errs = append(errs, fmt.Errorf("%s: duplicate id", where))
+		}
+		seen[g.ID] = true
+		if g.Org == "" {
+			errs = append(errs, fmt.Errorf("%s: org is required", where))
+		}
+		if (g.Topic == "") == (g.Pattern == "") {
+			errs = append(errs, fmt.Errorf("%s: exactly one of topic and pattern is required", where))
+		}
+		var from, until time.Time
+		if g.ValidFrom != "" {
+			if from, err = time.Parse(time.RFC3339, g.ValidFrom); err != nil {
+				errs = append(errs, fmt.Errorf("%s: valid_from: %w", where, err))
+			}
+		}
+		if g.ValidUntil != "" {
+			if until, err = time.Parse(time.RFC3339, g.ValidUntil); err != nil {
+				errs = append(errs, fmt.Errorf("%s: valid_until: %w", where, err))
+			}
+		}
+		if !from.IsZero() && !until.IsZero() && !from.Before(until) {
+			errs = append(errs, fmt.Errorf("%s: valid_from is not before valid_until", where))
+		}
+		ob := &filter.Obligations{GrantID: g.ID, Purpose: g.Purpose, Mask: g.Mask, RowFilter: g.RowFilter}
+		if err := checkObligations(ob); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		if validate != nil {
+			topic := g.Topic
+			if topic == "" {
+				topic = g.Pattern
+			}
+			if err := validate(topic, ob); err != nil {
+				errs = append(errs, fmt.Errorf("%s: obligations rejected: %w", where, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return grants, nil
+}
+
+func strictUnmarshal(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// decodeStrict decodes JSON, or YAML converted to JSON, rejecting unknown
+// keys.
+func decodeStrict(b []byte, v any) error {
+	var generic any
+	if err := util.Unmarshal(b, &generic); err != nil {
+		return err
+	}
+	raw, err := json.Marshal(generic)
+	if err != nil {
+		return err
+	}
+	return strictUnmarshal(raw, v)
+}
