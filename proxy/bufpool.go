@@ -1,0 +1,41 @@
+package proxy
+
+import "sync"
+
+// Frame buffers are pooled by size class so that the hot path does not
+// allocate per request. Frames above the largest class are allocated and
+// left to the garbage collector rather than pinned in a pool.
+var bufClasses = [...]int{4 << 10, 64 << 10, 1 << 20, 8 << 20}
+
+var bufPools [len(bufClasses)]sync.Pool
+
+// getBuf returns a zero-length buffer with capacity at least n.
+func getBuf(n int) *[]byte {
+	for i, size := range bufClasses {
+		if n <= size {
+			if b, ok := bufPools[i].Get().(*[]byte); ok {
+				*b = (*b)[:0]
+				return b
+			}
+			b := make([]byte, 0, size)
+			return &b
+		}
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+// putBuf returns a buffer to its pool. Buffers that grew past their class
+// or exceed the largest class are dropped.
+func putBuf(b *[]byte) {
+	if b == nil {
+		return
+	}
+	c := cap(*b)
+	for i, size := range bufClasses {
+		if c == size {
+			bufPools[i].Put(b)
+			return
+		}
+	}
+}

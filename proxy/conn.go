@@ -1,0 +1,655 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/proxy/kafkaerr"
+)
+
+// clientConn is one client connection and its upstream connection.
+//
+// Two goroutines serve it: the read loop reads requests, runs the request
+// filters and forwards them; the write loop takes pending exchanges in
+// request order, reads each upstream response (or takes the local one),
+// runs the response filters and writes the answer. Kafka answers in order on
+// a connection, so the queue between the two is the whole ordering story.
+type clientConn struct {
+	s   *Server
+	g   *group
+	nc  net.Conn
+	br  *bufio.Reader
+	fc  *filter.Conn
+	log *zap.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	up       *upConn
+	upRaw    net.Conn // the upstream net.Conn, for splice on raw responses
+	versions versionTable
+	upVers   *kmsg.ApiVersionsResponse
+
+	inflight chan *pending
+	closed   chan struct{}
+	once     sync.Once
+	draining chan struct{}
+	drainMu  sync.Once
+
+	// SASL state, owned by the read loop.
+	authRequired  bool
+	authenticated bool
+	saslMech      string
+	saslSession   filter.Session
+	saslRaw       bool // after SaslHandshake v0: raw tokens follow
+	sessionExpiry time.Time
+}
+
+// pending is one request on its way through the connection.
+type pending struct {
+	x          filter.Exchange
+	chain      []filter.Filter
+	decodeResp bool
+	local      []byte // a complete frame to send as is (ApiVersions, SASL)
+	closeAfter bool   // close the connection once local is written
+	buf        *[]byte
+	tRead      time.Time
+	tSent      time.Time
+}
+
+func newClientConn(s *Server, g *group, nc net.Conn, nodeID int32) *clientConn {
+	id := s.nextID.Add(1)
+	ap, _ := netip.ParseAddrPort(nc.RemoteAddr().String())
+	fc := &filter.Conn{ID: id, Listener: g.cfg.Name, ClientAddr: ap, NodeID: nodeID, Opened: time.Now()}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &clientConn{
+		s:        s,
+		g:        g,
+		nc:       nc,
+		fc:       fc,
+		ctx:      ctx,
+		cancel:   cancel,
+		inflight: make(chan *pending, s.cfg.MaxInFlight),
+		closed:   make(chan struct{}),
+		draining: make(chan struct{}),
+		log: s.log.With(zap.Uint64("conn_id", id), zap.String("client_addr", ap.String()),
+			zap.String("listener", g.cfg.Name), zap.Int32("node_id", nodeID)),
+		authRequired: g.auth != nil && len(g.cfg.SASL) > 0,
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return c
+}
+
+// close tears the connection down at once; safe to call more than once.
+func (c *clientConn) close() {
+	c.once.Do(func() {
+		close(c.closed)
+		c.cancel()
+		c.nc.Close()
+		if c.up != nil {
+			c.up.Close()
+		}
+	})
+}
+
+// drain stops reading new requests; in-flight ones are answered.
+func (c *clientConn) drain() {
+	c.drainMu.Do(func() {
+		close(c.draining)
+		_ = c.nc.SetReadDeadline(time.Now())
+	})
+}
+
+func (c *clientConn) serve() {
+	c.s.m.connsOpen.WithLabelValues(c.g.cfg.Name).Inc()
+	c.s.m.connsTotal.WithLabelValues(c.g.cfg.Name).Inc()
+	defer c.s.m.connsOpen.WithLabelValues(c.g.cfg.Name).Dec()
+	defer c.close()
+
+	if c.g.tls != nil {
+		tc := tls.Server(c.nc, c.g.tls)
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.HandshakeContext(c.ctx); err != nil {
+			c.log.Info("client tls handshake failed", zap.Error(err))
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c.nc = tc
+		if c.g.auth != nil {
+			p, err := c.g.auth.TLSPrincipal(tc.ConnectionState())
+			if err != nil {
+				c.log.Info("client certificate refused", zap.Error(err))
+				c.authEvent("mtls", nil, err)
+				return
+			}
+			if p != nil {
+				c.fc.SetPrincipal(p)
+				c.authEvent("mtls", p, nil)
+				if !c.authRequired {
+					c.authenticated = true
+				}
+			}
+		}
+	}
+	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	c.log.Debug("client connected")
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	drained := c.readLoop()
+	if !drained {
+		c.close()
+	}
+	close(c.inflight)
+	<-writerDone
+	c.log.Debug("client disconnected")
+}
+
+// authEvent reports an authentication attempt to metrics consumers (audit).
+func (c *clientConn) authEvent(mech string, p *filter.Principal, err error) {
+	if c.s.onAuth != nil {
+		c.s.onAuth(c.fc, mech, p, err)
+	}
+}
+
+// readRequest reads one frame into a pooled buffer holding the size prefix
+// and the frame; it returns the buffer and the frame without the prefix.
+func (c *clientConn) readRequest() (*[]byte, []byte, error) {
+	var sz [4]byte
+	if _, err := io.ReadFull(c.br, sz[:]); err != nil {
+		return nil, nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(sz[:]))
+	if n < 0 || n > c.s.cfg.MaxFrameBytes {
+		return nil, nil, fmt.Errorf("%w: %d bytes (max_frame_bytes %d)", errFrameTooLarge, n, c.s.cfg.MaxFrameBytes)
+	}
+	buf := getBuf(int(n) + 4)
+	b := append(*buf, sz[:]...)
+	b = b[:4+int(n)]
+	if _, err := io.ReadFull(c.br, b[4:]); err != nil {
+		putBuf(buf)
+		return nil, nil, err
+	}
+	*buf = b
+	c.s.m.bytesIn.Add(float64(len(b)))
+	return buf, b[4:], nil
+}
+
+// readLoop reads requests until the client goes away, a request is refused
+// by closing, or the connection drains. It reports whether it stopped for a
+// drain, in which case in-flight requests are still answered.
+func (c *clientConn) readLoop() (drained bool) {
+	for {
+		buf, frame, err := c.readRequest()
+		if err != nil {
+			select {
+			case <-c.draining:
+				return true
+			default:
+			}
+			switch {
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded):
+			case errors.Is(err, errFrameTooLarge):
+				c.log.Warn("closing connection: request frame too large", zap.Error(err))
+				c.s.m.request(-1, outcomeError)
+			default:
+				c.log.Debug("client read failed", zap.Error(err))
+			}
+			return false
+		}
+		tRead := time.Now()
+		if c.saslRaw {
+			if !c.saslRawToken(buf, frame, tRead) {
+				return false
+			}
+			continue
+		}
+		h, err := parseRequestHeader(frame)
+		if err != nil {
+			putBuf(buf)
+			if errors.Is(err, errUnknownKey) {
+				c.log.Warn("closing connection: unknown api key; not forwarded",
+					zap.Int16("api_key", h.Key), zap.Int16("api_version", h.Version), zap.Int32("correlation_id", h.CorrelationID))
+			} else {
+				c.log.Warn("closing connection: malformed request header", zap.Error(err))
+			}
+			c.s.m.request(h.Key, outcomeError)
+			return false
+		}
+		if !c.dispatch(h, buf, frame, tRead) {
+			return false
+		}
+	}
+}
+
+// dispatch handles one parsed request; false closes the connection.
+func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, tRead time.Time) bool {
+	if c.authRequired && !c.authenticated && h.Key != keyApiVersions && h.Key != keySaslHandshake && h.Key != keySaslAuthenticate {
+		putBuf(buf)
+		c.log.Warn("closing connection: request before SASL authentication", zap.String("api", apiName(h.Key)))
+		c.s.m.request(h.Key, outcomeError)
+		c.authEvent("none", nil, &filter.AuthError{Reason: "unauthenticated_request", Message: "request before authentication"})
+		return false
+	}
+	switch h.Key {
+	case keyApiVersions:
+		defer putBuf(buf)
+		return c.apiVersions(h, frame, tRead)
+	case keySaslHandshake:
+		defer putBuf(buf)
+		return c.saslHandshake(h, frame, tRead)
+	case keySaslAuthenticate:
+		defer putBuf(buf)
+		return c.saslAuthenticate(h, frame, tRead)
+	}
+	if !c.sessionExpiry.IsZero() && tRead.After(c.sessionExpiry) {
+		putBuf(buf)
+		c.log.Info("closing connection: SASL session expired without re-authentication", zap.String("principal", c.fc.Principal().ID))
+		c.s.m.request(h.Key, outcomeError)
+		return false
+	}
+	if c.up == nil {
+		if err := c.connectUpstream(); err != nil {
+			putBuf(buf)
+			c.log.Warn("closing connection: upstream unavailable", zap.Error(err))
+			c.s.m.request(h.Key, outcomeError)
+			return false
+		}
+	}
+	if !c.versions.supports(h.Key, h.Version) {
+		putBuf(buf)
+		c.log.Warn("closing connection: api version not supported by the gateway and upstream; not forwarded",
+			zap.String("api", apiName(h.Key)), zap.Int16("api_key", h.Key), zap.Int16("api_version", h.Version))
+		c.s.m.request(h.Key, outcomeError)
+		return false
+	}
+	return c.forward(h, buf, frame, tRead)
+}
+
+// forward runs the request filters and forwards the request upstream.
+func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead time.Time) bool {
+	p := &pending{buf: buf, tRead: tRead, chain: c.s.chains[h.Key]}
+	x := &p.x
+	x.Conn, x.Key, x.Version, x.CorrelationID, x.ClientID = c.fc, h.Key, h.Version, h.CorrelationID, h.ClientID
+	x.Received, x.Topics = tRead, c.s.cluster
+	p.decodeResp = len(p.chain) > 0 || rewriteNeeded(h.Key, h.Version)
+
+	body := frame[h.BodyOffset:]
+	acks0 := false
+	if h.Key == 0 {
+		if a, ok := produceAcks(body, h.Version, h.Flexible); ok && a == 0 {
+			acks0 = true
+		}
+	}
+
+	out := *buf
+	if len(p.chain) > 0 {
+		req := kmsg.RequestForKey(h.Key)
+		req.SetVersion(h.Version)
+		if err := req.ReadFrom(body); err != nil {
+			putBuf(buf)
+			c.log.Warn("closing connection: malformed request body", zap.String("api", apiName(h.Key)),
+				zap.Int16("api_version", h.Version), zap.Error(err))
+			c.s.m.request(h.Key, outcomeError)
+			return false
+		}
+		x.Request = req
+		for _, f := range p.chain {
+			err := f.OnRequest(c.ctx, x)
+			if err == nil {
+				if x.Local != nil {
+					break
+				}
+				continue
+			}
+			if d, ok := filter.AsDenial(err); ok {
+				resp, rerr := kafkaerr.ErrorResponse(req, d.Code)
+				if rerr != nil {
+					putBuf(buf)
+					c.log.Warn("closing connection: request denied and no error response exists for it",
+						zap.String("filter", f.Name()), zap.String("api", apiName(h.Key)), zap.String("reason", d.Reason), zap.Error(rerr))
+					c.s.m.request(h.Key, outcomeDenied)
+					return false
+				}
+				x.Local = resp
+				x.Set(deniedKey{}, d)
+				break
+			}
+			putBuf(buf)
+			c.log.Warn("closing connection: filter failed", zap.String("filter", f.Name()), zap.String("api", apiName(h.Key)), zap.Error(err))
+			c.s.m.request(h.Key, outcomeError)
+			return false
+		}
+		if x.Local != nil {
+			if acks0 {
+				// acks=0 never gets a response, even an error one.
+				c.runResponseFilters(p)
+				putBuf(buf)
+				c.s.m.request(h.Key, outcomeDenied)
+				return true
+			}
+			return c.enqueue(p)
+		}
+		enc := getBuf(len(frame) + 64)
+		out = append(*enc, 0, 0, 0, 0)
+		out = append(out, frame[:h.BodyOffset]...)
+		out = req.AppendTo(out)
+		binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+		*enc = out
+		// The request may alias the original frame (records); keep both
+		// until the exchange completes.
+		x.Set(encBufKey{}, enc)
+	}
+
+	if !acks0 && !c.enqueue(p) {
+		return false
+	}
+	p.tSent = time.Now()
+	if _, err := c.up.Write(out); err != nil {
+		c.log.Info("upstream write failed", zap.Error(err))
+		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
+		if acks0 {
+			c.release(p)
+		}
+		return false
+	}
+	if acks0 {
+		c.s.m.request(h.Key, outcomeForwarded)
+		c.s.m.gateway(h.Key, p.tSent.Sub(tRead).Seconds())
+		c.runResponseFilters(p)
+		c.release(p)
+	}
+	return true
+}
+
+type (
+	encBufKey struct{}
+	deniedKey struct{}
+)
+
+func (c *clientConn) enqueue(p *pending) bool {
+	select {
+	case c.inflight <- p:
+		return true
+	case <-c.closed:
+		c.release(p)
+		return false
+	}
+}
+
+func (c *clientConn) release(p *pending) {
+	putBuf(p.buf)
+	p.buf = nil
+	if enc, ok := p.x.Get(encBufKey{}).(*[]byte); ok {
+		putBuf(enc)
+	}
+}
+
+// connectUpstream dials the upstream broker this connection fronts.
+func (c *clientConn) connectUpstream() error {
+	var addrs []string
+	if c.fc.NodeID >= 0 {
+		a, ok := c.s.cluster.brokerAddr(c.fc.NodeID)
+		if !ok {
+			return fmt.Errorf("proxy: upstream node %d is not known", c.fc.NodeID)
+		}
+		addrs = []string{a}
+	} else {
+		addrs = c.s.cluster.bootstrapOrder(c.s.cfg.Upstream.Brokers)
+	}
+	var errs []error
+	for i, a := range addrs {
+		if i == 3 {
+			break
+		}
+		up, err := c.s.up.dial(c.ctx, a)
+		if err != nil {
+			errs = append(errs, err)
+			kind := "dial"
+			if up == nil && isAuthErr(err) {
+				kind = "auth"
+			}
+			c.s.m.upstreamErrors.WithLabelValues(kind).Inc()
+			continue
+		}
+		select {
+		case <-c.closed:
+			up.Close()
+			return errors.New("proxy: connection closed")
+		default:
+		}
+		c.up = up
+		c.upRaw = up.Conn
+		c.upVers = up.versions
+		c.versions = intersectVersions(up.versions, c.authRequired)
+		c.s.cacheVersions(up.versions)
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func isAuthErr(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke) && (ke.Code == kerr.SaslAuthenticationFailed.Code || ke.Code == kerr.UnsupportedSaslMechanism.Code || ke.Code == kerr.IllegalSaslState.Code)
+}
+
+// apiVersions answers ApiVersions locally from the intersection of the
+// upstream's versions and the gateway's.
+func (c *clientConn) apiVersions(h requestHeader, frame []byte, tRead time.Time) bool {
+	if c.versions == nil {
+		if v := c.s.cachedVersions(); v != nil && (c.authRequired && !c.authenticated) {
+			// Do not dial upstream for an unauthenticated stranger.
+			c.upVers = v
+			c.versions = intersectVersions(v, c.authRequired)
+		} else if err := c.connectUpstream(); err != nil {
+			c.log.Warn("closing connection: upstream unavailable", zap.Error(err))
+			c.s.m.request(h.Key, outcomeError)
+			return false
+		}
+	}
+	if h.Version >= 0 && h.Version <= apis[keyApiVersions].maxVersion {
+		req := kmsg.NewPtrApiVersionsRequest()
+		req.SetVersion(h.Version)
+		if err := req.ReadFrom(frame[h.BodyOffset:]); err == nil && req.ClientSoftwareName != "" {
+			c.log.Debug("client software", zap.String("name", req.ClientSoftwareName), zap.String("version", req.ClientSoftwareVersion))
+		}
+	}
+	resp := c.versions.apiVersionsResponse(h.Version, c.upVers)
+	return c.answerLocal(h, resp, tRead, false)
+}
+
+// answerLocal queues a gateway-made response in request order.
+func (c *clientConn) answerLocal(h requestHeader, resp kmsg.Response, tRead time.Time, closeAfter bool) bool {
+	// ApiVersions answers with header v0 at the version it chose, which
+	// may be lower than the request's (v0 for an unknown version).
+	frame := appendResponseFrame(nil, h.CorrelationID, h.Key, resp.GetVersion(), resp)
+	p := &pending{local: frame, closeAfter: closeAfter, tRead: tRead}
+	p.x.Key, p.x.Version, p.x.CorrelationID = h.Key, h.Version, h.CorrelationID
+	c.s.m.request(h.Key, outcomeLocal)
+	return c.enqueue(p) && !closeAfter
+}
+
+// writeLoop answers pending exchanges in order.
+func (c *clientConn) writeLoop() {
+	for p := range c.inflight {
+		if err := c.respond(p); err != nil {
+			if !errors.Is(err, errCloseAfter) {
+				select {
+				case <-c.closed:
+				default:
+					c.log.Info("closing connection", zap.Error(err))
+				}
+			}
+			c.close()
+			for p := range c.inflight {
+				c.release(p)
+			}
+			return
+		}
+	}
+}
+
+var errCloseAfter = errors.New("proxy: close after response")
+
+func (c *clientConn) respond(p *pending) error {
+	defer c.release(p)
+	x := &p.x
+	if p.local != nil {
+		if _, err := c.nc.Write(p.local); err != nil {
+			return err
+		}
+		c.s.m.bytesOut.Add(float64(len(p.local)))
+		c.s.m.gateway(x.Key, time.Since(p.tRead).Seconds())
+		if p.closeAfter {
+			return errCloseAfter
+		}
+		return nil
+	}
+	if x.Local != nil {
+		x.Response = x.Local
+		c.runResponseFilters(p)
+		out := getBuf(4096)
+		*out = appendResponseFrame(*out, x.CorrelationID, x.Key, x.Version, x.Response)
+		_, err := c.nc.Write(*out)
+		c.s.m.bytesOut.Add(float64(len(*out)))
+		putBuf(out)
+		outcome := outcomeLocal
+		if x.Get(deniedKey{}) != nil {
+			outcome = outcomeDenied
+		}
+		c.s.m.request(x.Key, outcome)
+		c.s.m.gateway(x.Key, time.Since(p.tRead).Seconds())
+		return err
+	}
+
+	// Forwarded: read the upstream's response header.
+	var hdr [8]byte
+	if _, err := io.ReadFull(c.upRaw, hdr[:]); err != nil {
+		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
+		return fmt.Errorf("proxy: upstream read: %w", err)
+	}
+	tFirst := time.Now()
+	n := int32(binary.BigEndian.Uint32(hdr[:4]))
+	corr := int32(binary.BigEndian.Uint32(hdr[4:]))
+	if corr != x.CorrelationID {
+		c.s.m.upstreamErrors.WithLabelValues("protocol").Inc()
+		return fmt.Errorf("proxy: upstream answered correlation id %d, expected %d", corr, x.CorrelationID)
+	}
+	if n < 4 || n > 1<<30 {
+		c.s.m.upstreamErrors.WithLabelValues("protocol").Inc()
+		return fmt.Errorf("proxy: upstream response size %d", n)
+	}
+	c.s.m.upstream(x.Key, tFirst.Sub(p.tSent).Seconds())
+
+	if !p.decodeResp {
+		// Raw path: header, then the body straight from socket to
+		// socket (splice on plain TCP).
+		if _, err := c.nc.Write(hdr[:]); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(c.nc, c.upRaw, int64(n-4)); err != nil {
+			return fmt.Errorf("proxy: relaying response: %w", err)
+		}
+		c.s.m.bytesOut.Add(float64(n + 4))
+		c.s.m.request(x.Key, outcomeForwarded)
+		c.s.m.gateway(x.Key, (p.tSent.Sub(p.tRead) + time.Since(tFirst)).Seconds())
+		return nil
+	}
+
+	rbuf := getBuf(int(n) + 4)
+	defer putBuf(rbuf)
+	b := append(*rbuf, hdr[:]...)
+	b = b[:4+int(n)]
+	*rbuf = b
+	if _, err := io.ReadFull(c.upRaw, b[8:]); err != nil {
+		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
+		return fmt.Errorf("proxy: upstream read: %w", err)
+	}
+	frame := b[4:]
+	off, err := responseBodyOffset(frame, x.Key, x.Version)
+	if err != nil {
+		return fmt.Errorf("proxy: upstream response header: %w", err)
+	}
+	resp := kmsg.ResponseForKey(x.Key)
+	resp.SetVersion(x.Version)
+	if err := resp.ReadFrom(frame[off:]); err != nil {
+		c.s.m.upstreamErrors.WithLabelValues("protocol").Inc()
+		return fmt.Errorf("proxy: decoding upstream %s v%d response: %w", apiName(x.Key), x.Version, err)
+	}
+	x.Response = resp
+	denied := c.runResponseFilters(p)
+	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
+	out := b
+	if changed || len(p.chain) > 0 || denied {
+		enc := getBuf(len(b) + 256)
+		defer putBuf(enc)
+		*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)
+		out = *enc
+	}
+	if _, err := c.nc.Write(out); err != nil {
+		return err
+	}
+	c.s.m.bytesOut.Add(float64(len(out)))
+	outcome := outcomeForwarded
+	if denied {
+		outcome = outcomeDenied
+	}
+	c.s.m.request(x.Key, outcome)
+	c.s.m.gateway(x.Key, (p.tSent.Sub(p.tRead) + time.Since(tFirst)).Seconds())
+	return nil
+}
+
+// runResponseFilters runs OnResponse in reverse chain order. A denial
+// replaces the response with an error response; it reports whether one did.
+// Other filter errors are logged and the response is replaced the same way
+// with UNKNOWN_SERVER_ERROR, so that nothing a failing filter should have
+// removed reaches the client.
+func (c *clientConn) runResponseFilters(p *pending) (denied bool) {
+	x := &p.x
+	for i := len(p.chain) - 1; i >= 0; i-- {
+		f := p.chain[i]
+		err := f.OnResponse(c.ctx, x)
+		if err == nil {
+			continue
+		}
+		code := kerr.UnknownServerError.Code
+		if d, ok := filter.AsDenial(err); ok {
+			code = d.Code
+		} else {
+			c.log.Warn("response filter failed; answering with an error", zap.String("filter", f.Name()),
+				zap.String("api", apiName(x.Key)), zap.Error(err))
+		}
+		if x.Request == nil || x.Response == nil {
+			continue
+		}
+		resp, rerr := kafkaerr.ErrorResponse(x.Request, code)
+		if rerr != nil {
+			c.log.Warn("no error response for api; closing", zap.String("api", apiName(x.Key)), zap.Error(rerr))
+			c.close()
+			return true
+		}
+		x.Response = resp
+		denied = true
+	}
+	return denied
+}

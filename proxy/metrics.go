@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of a request, the "outcome" label of sluice_proxy_requests_total.
+const (
+	outcomeForwarded = iota // answered by the upstream
+	outcomeLocal            // answered by the gateway (ApiVersions, SASL, filter)
+	outcomeDenied           // refused by a filter with a Kafka error code
+	outcomeError            // connection closed on a bad or failed request
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"forwarded", "local", "denied", "error"}
+
+// metrics are the proxy core's Prometheus series. Label values are bounded:
+// API names come from kmsg, listener names from configuration.
+type metrics struct {
+	connsOpen      *prometheus.GaugeVec
+	connsTotal     *prometheus.CounterVec
+	requests       *prometheus.CounterVec
+	bytesIn        prometheus.Counter
+	bytesOut       prometheus.Counter
+	gatewayLatency *prometheus.HistogramVec
+	upstreamLat    *prometheus.HistogramVec
+	upstreamErrors *prometheus.CounterVec
+	ready          prometheus.Gauge
+	brokers        prometheus.Gauge
+
+	// Per-key children, resolved once so the hot path does no label
+	// lookups.
+	reqByKey  [][numOutcomes]prometheus.Counter
+	gwByKey   []prometheus.Observer
+	upByKey   []prometheus.Observer
+	unknownGw prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	// Latency buckets from 50us to ~3s.
+	buckets := prometheus.ExponentialBuckets(50e-6, 2.5, 13)
+	m := &metrics{
+		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_proxy_connections_open",
+			Help: "Client connections currently open, by listener group.",
+		}, []string{"listener"}),
+		connsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_connections_total",
+			Help: "Client connections accepted, by listener group.",
+		}, []string{"listener"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_requests_total",
+			Help: "Requests by API and outcome (forwarded, local, denied, error).",
+		}, []string{"api", "outcome"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_client_received_bytes_total",
+			Help: "Bytes of request frames received from clients.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_client_sent_bytes_total",
+			Help: "Bytes of response frames sent to clients.",
+		}),
+		gatewayLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_proxy_gateway_duration_seconds",
+			Help:    "Time a request spends in the gateway itself (decode, filters, rewrite, encode), excluding the upstream.",
+			Buckets: buckets,
+		}, []string{"api"}),
+		upstreamLat: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_proxy_upstream_duration_seconds",
+			Help:    "Time from forwarding a request to the first byte of the upstream's response.",
+			Buckets: buckets,
+		}, []string{"api"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_upstream_errors_total",
+			Help: "Upstream failures by kind (dial, auth, io, metadata, protocol).",
+		}, []string{"kind"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_proxy_ready",
+			Help: "1 once upstream metadata is loaded.",
+		}),
+		brokers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_proxy_upstream_brokers",
+			Help: "Upstream brokers known from metadata.",
+		}),
+	}
+	reg.MustRegister(m.connsOpen, m.connsTotal, m.requests, m.bytesIn, m.bytesOut,
+		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers)
+
+	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)
+	m.gwByKey = make([]prometheus.Observer, maxKey)
+	m.upByKey = make([]prometheus.Observer, maxKey)
+	for k := int16(0); k < maxKey; k++ {
+		if !apis[k].known {
+			continue
+		}
+		name := apis[k].name
+		for o := 0; o < numOutcomes; o++ {
+			m.reqByKey[k][o] = m.requests.WithLabelValues(name, outcomeNames[o])
+		}
+		m.gwByKey[k] = m.gatewayLatency.WithLabelValues(name)
+		m.upByKey[k] = m.upstreamLat.WithLabelValues(name)
+	}
+	m.unknownGw = m.gatewayLatency.WithLabelValues("Unknown")
+	return m
+}
+
+func (m *metrics) request(key int16, outcome int) {
+	if key >= 0 && key < maxKey && apis[key].known {
+		m.reqByKey[key][outcome].Inc()
+		return
+	}
+	m.requests.WithLabelValues("Unknown", outcomeNames[outcome]).Inc()
+}
+
+func (m *metrics) gateway(key int16, seconds float64) {
+	if key >= 0 && key < maxKey && apis[key].known {
+		m.gwByKey[key].Observe(seconds)
+		return
+	}
+	m.unknownGw.Observe(seconds)
+}
+
+func (m *metrics) upstream(key int16, seconds float64) {
+	if key >= 0 && key < maxKey && apis[key].known {
+		m.upByKey[key].Observe(seconds)
+	}
+}

@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// advertiser maps upstream node ids to the addresses clients must use: the
+// per-broker listeners of one listener group.
+type advertiser interface {
+	// advertise returns the host and port clients use for node id.
+	advertise(id int32) (string, int32)
+}
+
+// rewriteNeeded reports whether responses of key at version can carry
+// broker addresses and so must be decoded and rewritten.
+func rewriteNeeded(key, version int16) bool {
+	switch key {
+	case 3, 10, 60: // Metadata, FindCoordinator, DescribeCluster
+		return true
+	case 0: // Produce: KIP-951 NodeEndpoints from v10
+		return version >= 10
+	case 1: // Fetch: KIP-951 NodeEndpoints from v16
+		return version >= 16
+	case 55: // DescribeQuorum: controller listeners (v2+)
+		return version >= 2
+	case 78, 79: // ShareFetch, ShareAcknowledge NodeEndpoints
+		return true
+	}
+	return false
+}
+
+// rewriteAddresses replaces every broker address in resp with the gateway's
+// address for the same node id, so that clients never learn an upstream
+// address. It reports whether resp changed. Metadata responses are learned
+// by cl first, so new brokers get listeners before clients are told of them.
+func rewriteAddresses(resp kmsg.Response, adv advertiser, cl *cluster) bool {
+	switch r := resp.(type) {
+	case *kmsg.MetadataResponse:
+		if cl != nil {
+			cl.learnMetadata(r)
+		}
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.Brokers) > 0
+	case *kmsg.FindCoordinatorResponse:
+		changed := false
+		if r.Version < 4 {
+			if r.NodeID >= 0 && (r.Host != "" || r.Port != 0) {
+				r.Host, r.Port = adv.advertise(r.NodeID)
+				changed = true
+			}
+		}
+		for i := range r.Coordinators {
+			c := &r.Coordinators[i]
+			if c.NodeID >= 0 && (c.Host != "" || c.Port != 0) {
+				c.Host, c.Port = adv.advertise(c.NodeID)
+				changed = true
+			}
+		}
+		return changed
+	case *kmsg.DescribeClusterResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.Brokers) > 0
+	case *kmsg.ProduceResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.Brokers) > 0
+	case *kmsg.FetchResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.Brokers) > 0
+	case *kmsg.ShareFetchResponse:
+		for i := range r.NodeEndpoints {
+			b := &r.NodeEndpoints[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.NodeEndpoints) > 0
+	case *kmsg.ShareAcknowledgeResponse:
+		for i := range r.NodeEndpoints {
+			b := &r.NodeEndpoints[i]
+			b.Host, b.Port = adv.advertise(b.NodeID)
+		}
+		return len(r.NodeEndpoints) > 0
+	case *kmsg.DescribeQuorumResponse:
+		// Controller endpoints are not served by the gateway; clients
+		// must not learn them.
+		changed := false
+		for i := range r.Nodes {
+			if len(r.Nodes[i].Listeners) > 0 {
+				r.Nodes[i].Listeners = nil
+				changed = true
+			}
+		}
+		return changed
+	}
+	return false
+}
