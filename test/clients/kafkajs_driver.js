@@ -1,0 +1,232 @@
+#!/usr/bin/env node
+// kafkajs driver for the Sluice end-to-end tests.
+//
+// Subcommands (all take --bootstrap, and --sasl-mechanism/--user/--password,
+// --ca-file for SASL and TLS):
+//
+//   produce  --topic T --count N [--prefix P]   values P-0 .. P-(N-1), keys k0..
+//   consume  --topic T --count N [--group G --commit]
+//            prints one JSON object per record on stdout
+//   metadata prints {"brokers": [...], "topics": [...]} as JSON
+//
+// Errors go to stderr as one JSON object {"error", "name", "code"} (name is
+// the Kafka error name, e.g. TOPIC_AUTHORIZATION_FAILED) and the exit status
+// is 1; bad usage exits 2.
+'use strict';
+
+const fs = require('fs');
+const crypto = require('crypto');
+const { Kafka, logLevel } = require('kafkajs');
+
+class UsageError extends Error {}
+
+function parseArgs(argv) {
+  const [cmd, ...rest] = argv;
+  if (!['produce', 'consume', 'metadata'].includes(cmd)) {
+    throw new UsageError('usage: kafkajs_driver.js produce|consume|metadata --bootstrap B [options]');
+  }
+  const flags = { prefix: 'msg', timeout: 30, commit: false };
+  const valued = ['bootstrap', 'topic', 'count', 'prefix', 'group', 'sasl-mechanism', 'user', 'password', 'ca-file', 'timeout', 'log-level'];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${a}`);
+    const name = a.slice(2);
+    if (name === 'commit') { flags.commit = true; continue; }
+    if (!valued.includes(name)) throw new UsageError(`unknown flag ${a}`);
+    if (i + 1 >= rest.length) throw new UsageError(`${a} needs a value`);
+    flags[name] = rest[++i];
+  }
+  if (!flags.bootstrap) throw new UsageError('--bootstrap is required');
+  if (cmd !== 'metadata') {
+    if (!flags.topic) throw new UsageError('--topic is required');
+    const n = Number(flags.count);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError('--count must be a non-negative integer');
+    flags.count = n;
+  }
+  if (flags.commit && !flags.group) throw new UsageError('--commit needs --group');
+  flags.timeout = Number(flags.timeout);
+  if (!(flags.timeout > 0)) throw new UsageError('--timeout must be positive seconds');
+  return { cmd, flags };
+}
+
+function kafkaFor(flags) {
+  const cfg = {
+    clientId: 'sluice-e2e-kafkajs',
+    brokers: flags.bootstrap.split(','),
+    connectionTimeout: 5000,
+    requestTimeout: 15000,
+    retry: { retries: 3, initialRetryTime: 200 },
+    logLevel: flags['log-level'] ? logLevel[flags['log-level'].toUpperCase()] : logLevel.NOTHING,
+  };
+  if (flags['sasl-mechanism']) {
+    const password = flags.password !== undefined ? flags.password : (process.env.SLUICE_TEST_PASSWORD || '');
+    cfg.sasl = { mechanism: flags['sasl-mechanism'].toLowerCase(), username: flags.user || '', password };
+  }
+  if (flags['ca-file']) {
+    cfg.ssl = { ca: [fs.readFileSync(flags['ca-file'], 'utf8')], rejectUnauthorized: true };
+  }
+  return new Kafka(cfg);
+}
+
+function withTimeout(promise, seconds, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const e = new Error(`${what}: timed out after ${seconds}s`);
+      e.type = '_TIMED_OUT';
+      reject(e);
+    }, seconds * 1000);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+async function produce(flags) {
+  const producer = kafkaFor(flags).producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  try {
+    const messages = [];
+    for (let i = 0; i < flags.count; i++) messages.push({ key: `k${i}`, value: `${flags.prefix}-${i}` });
+    let produced = 0;
+    for (let i = 0; i < messages.length; i += 500) {
+      const res = await producer.send({ topic: flags.topic, acks: -1, messages: messages.slice(i, i + 500) });
+      for (const r of res) {
+        if (r.errorCode) {
+          const e = new Error(`produce: partition ${r.partition} error code ${r.errorCode}`);
+          e.code = r.errorCode;
+          throw e;
+        }
+      }
+      produced += Math.min(500, messages.length - i);
+    }
+    out({ produced, topic: flags.topic });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+async function consume(flags) {
+  const kafka = kafkaFor(flags);
+  const grouped = Boolean(flags.group);
+  const groupId = flags.group || `sluice-e2e-assign-${crypto.randomUUID()}`;
+  const consumer = kafka.consumer({
+    groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 250, retry: { retries: 3 },
+  });
+  let crashed = null;
+  consumer.on(consumer.events.CRASH, (ev) => { crashed = ev.payload.error; });
+  await consumer.connect();
+  let got = 0;
+  const positions = new Map();
+  let finish;
+  const done = new Promise((resolve, reject) => { finish = { resolve, reject }; });
+  try {
+    await consumer.subscribe({ topics: [flags.topic], fromBeginning: true });
+    if (flags.count === 0) finish.resolve();
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ topic, partition, message }) => {
+        if (got >= flags.count) return;
+        out({
+          topic,
+          partition,
+          offset: Number(message.offset),
+          key: message.key === null ? null : message.key.toString('utf8'),
+          value: message.value === null ? null : message.value.toString('utf8'),
+        });
+        positions.set(partition, BigInt(message.offset) + 1n);
+        got++;
+        if (got >= flags.count) finish.resolve();
+      },
+    });
+    const poll = setInterval(() => { if (crashed) finish.reject(crashed); }, 100);
+    try {
+      await withTimeout(done, flags.timeout, `consume: got ${got} of ${flags.count} records`).catch((e) => {
+        if (e.type === '_TIMED_OUT') e.message = `consume: got ${got} of ${flags.count} records within ${flags.timeout}s`;
+        throw e;
+      });
+    } finally {
+      clearInterval(poll);
+    }
+    if (grouped && flags.commit && positions.size > 0) {
+      consumer.pause([{ topic: flags.topic }]);
+      const partitions = [...positions.entries()].sort((a, b) => a[0] - b[0])
+        .map(([partition, offset]) => ({ topic: flags.topic, partition, offset: offset.toString() }));
+      await consumer.commitOffsets(partitions);
+    }
+  } finally {
+    await consumer.disconnect();
+  }
+  if (!grouped) {
+    // The throwaway group is the only way kafkajs consumes; delete it so
+    // it does not linger.
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      await admin.deleteGroups([groupId]);
+    } catch (_) {
+      // best effort
+    } finally {
+      await admin.disconnect();
+    }
+  }
+}
+
+async function metadata(flags) {
+  const admin = kafkaFor(flags).admin();
+  await admin.connect();
+  try {
+    const cluster = await admin.describeCluster();
+    const md = await admin.fetchTopicMetadata();
+    out({
+      cluster_id: cluster.clusterId,
+      controller_id: cluster.controller,
+      brokers: cluster.brokers.map((b) => ({ id: b.nodeId, host: b.host, port: b.port })).sort((a, b) => a.id - b.id),
+      topics: md.topics.map((t) => ({
+        name: t.name,
+        partitions: t.partitions.map((p) => ({ id: p.partitionId, leader: p.leader, replicas: p.replicas }))
+          .sort((a, b) => a.id - b.id),
+      })).sort((a, b) => (a.name < b.name ? -1 : 1)),
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function describeError(e) {
+  // kafkajs wraps broker refusals in KafkaJSProtocolError (type = Kafka
+  // error name, code = Kafka error code), sometimes inside a retry or
+  // aggregate error.
+  let cur = e;
+  for (let i = 0; i < 5 && cur; i++) {
+    if (cur.type && typeof cur.type === 'string') {
+      return { error: e.message, name: cur.type, code: typeof cur.code === 'number' ? cur.code : null };
+    }
+    if (Array.isArray(cur.errors) && cur.errors.length > 0) cur = cur.errors[0];
+    else cur = cur.originalError || cur.cause;
+  }
+  return { error: e && e.message ? e.message : String(e), name: e && e.name ? e.name : '', code: null };
+}
+
+async function main() {
+  let parsed;
+  try {
+    parsed = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(JSON.stringify({ error: e.message, name: 'USAGE', code: null }) + '\n');
+    return 2;
+  }
+  const { cmd, flags } = parsed;
+  try {
+    const run = { produce, consume, metadata }[cmd](flags);
+    await withTimeout(run, flags.timeout + 10, cmd);
+    return 0;
+  } catch (e) {
+    process.stderr.write(JSON.stringify(describeError(e)) + '\n');
+    return 1;
+  }
+}
+
+main().then((code) => process.exit(code));

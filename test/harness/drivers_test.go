@@ -1,0 +1,116 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// TestDriversDirect checks the client drivers themselves against kfake,
+// without the gateway, so that an end-to-end failure through the gateway
+// points at the gateway and not at a driver.
+func TestDriversDirect(t *testing.T) {
+	t.Parallel()
+	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			if err := d.Available(); err != nil {
+				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
+			}
+			topic := "direct-" + strings.ReplaceAll(d.Name, "-", "")
+			c := StartCluster(t, 3, kfake.SeedTopics(3, topic))
+			boot := strings.Join(c.Addrs(), ",")
+			ctx := context.Background()
+
+			r := d.Run(ctx, DefaultClientTimeout, "metadata", "--bootstrap", boot)
+			if !r.OK() {
+				t.Fatalf("metadata: %s", r)
+			}
+			md, err := ParseMetadata(r.Stdout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(md.Brokers) != 3 {
+				t.Fatalf("want 3 brokers, got %+v", md.Brokers)
+			}
+			for _, b := range md.Brokers {
+				if !c.IsBrokerAddr(fmt.Sprintf("%s:%d", b.Host, b.Port)) {
+					t.Errorf("broker %+v is not a kfake listener %v", b, c.Addrs())
+				}
+			}
+
+			if r := d.Run(ctx, DefaultClientTimeout, "produce", "--bootstrap", boot, "--topic", topic, "--count", "10", "--prefix", "a"); !r.OK() {
+				t.Fatalf("produce: %s", r)
+			}
+			start := time.Now()
+			r = d.Run(ctx, DefaultClientTimeout, "consume", "--bootstrap", boot, "--topic", topic, "--count", "10")
+			t.Logf("consume took %v", time.Since(start))
+			if !r.OK() {
+				t.Fatalf("consume: %s", r)
+			}
+			recs, err := ParseConsumed(r.Stdout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertValues(t, recs, "a", 10)
+
+			group := "g-" + topic
+			r = d.Run(ctx, DefaultClientTimeout, "consume", "--bootstrap", boot, "--topic", topic, "--count", "10", "--group", group, "--commit")
+			if !r.OK() {
+				t.Fatalf("group consume: %s", r)
+			}
+			if r := d.Run(ctx, DefaultClientTimeout, "produce", "--bootstrap", boot, "--topic", topic, "--count", "5", "--prefix", "b"); !r.OK() {
+				t.Fatalf("produce: %s", r)
+			}
+			r = d.Run(ctx, DefaultClientTimeout, "consume", "--bootstrap", boot, "--topic", topic, "--count", "5", "--group", group, "--commit")
+			if !r.OK() {
+				t.Fatalf("second group consume: %s", r)
+			}
+			recs, err = ParseConsumed(r.Stdout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertValues(t, recs, "b", 5)
+
+			// A refused request surfaces the Kafka error name.
+			r = d.Run(ctx, DefaultClientTimeout, "consume", "--bootstrap", boot, "--topic", "missing-"+topic, "--count", "1", "--timeout", "5")
+			if r.OK() {
+				t.Fatalf("consume of a missing topic succeeded: %s", r)
+			}
+			t.Logf("missing topic: %s", r.Stderr)
+			if !strings.Contains(r.Stderr, `"name"`) {
+				t.Errorf("error output carries no error name: %s", r)
+			}
+			for _, cn := range c.Conns() {
+				if cn.Owner == "test" {
+					t.Errorf("a driver connection was attributed to the test process: %+v", cn)
+				}
+			}
+			c.AssertNoLeaks(t)
+		})
+	}
+}
+
+func assertValues(t *testing.T, recs []ConsumedRecord, prefix string, n int) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if r.Value == nil {
+			t.Errorf("record without value: %+v", r)
+			continue
+		}
+		seen[*r.Value] = true
+	}
+	for i := 0; i < n; i++ {
+		if v := fmt.Sprintf("%s-%d", prefix, i); !seen[v] {
+			t.Errorf("value %s not consumed; got %d records", v, len(recs))
+		}
+	}
+	if len(recs) != n {
+		t.Errorf("consumed %d records, want %d", len(recs), n)
+	}
+}

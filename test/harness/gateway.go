@@ -1,0 +1,341 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.yaml.in/yaml/v3"
+)
+
+// Timeouts of the gateway's life cycle.
+const (
+	readyTimeout = 30 * time.Second
+	stopTimeout  = 15 * time.Second
+)
+
+// Gateway is a running sluice subprocess.
+type Gateway struct {
+	// Bootstrap is the client-facing bootstrap address.
+	Bootstrap string
+	// Admin is the admin HTTP address (/metrics, /healthz, /readyz).
+	Admin string
+	// ConfigFile is the YAML file the gateway was started with.
+	ConfigFile string
+	// Config is what was written to ConfigFile.
+	Config map[string]any
+
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error // set before done closes
+}
+
+// ModuleRoot returns the repository root (where go.mod lives).
+func ModuleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// SluiceBin returns $SLUICE_BIN, or builds ./cmd/sluice once per test binary
+// into a temporary directory.
+func SluiceBin(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("SLUICE_BIN"); b != "" {
+		return b
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "sluice")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/sluice")
+		cmd.Dir = ModuleRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/sluice: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("harness: %v", buildErr)
+	}
+	return builtBin
+}
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("harness: free port: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// GatewayConfig returns the base configuration StartGateway writes: the
+// gateway in front of c on free loopback ports, per-broker ports ephemeral.
+func GatewayConfig(t testing.TB, c *Cluster) map[string]any {
+	brokers := make([]any, 0, 3)
+	for _, a := range c.Addrs() {
+		brokers = append(brokers, a)
+	}
+	return map[string]any{
+		"listen":           FreeAddr(t),
+		"advertised_host":  "127.0.0.1",
+		"broker_port_base": 0,
+		"admin_listen":     FreeAddr(t),
+		"max_frame_bytes":  100 << 20,
+		"shutdown_timeout": "10s",
+		"upstream":         map[string]any{"brokers": brokers},
+		"log":              map[string]any{"level": "debug", "format": "json"},
+	}
+}
+
+// Merge deep-merges src into dst: nested maps merge, anything else replaces.
+func Merge(dst, src map[string]any) map[string]any {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				dst[k] = Merge(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+	return dst
+}
+
+// StartGateway runs sluice in front of c with GatewayConfig merged with
+// extra, waits until /readyz answers 200, and stops it with SIGTERM when the
+// test ends, failing the test unless it exits 0 within 15s. Its log goes to
+// the test log if the test failed.
+func StartGateway(t testing.TB, c *Cluster, extra map[string]any, env ...string) *Gateway {
+	t.Helper()
+	cfg := Merge(GatewayConfig(t, c), extra)
+	g, err := startGateway(t, cfg, env, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func startGateway(t testing.TB, cfg map[string]any, env []string, c *Cluster) (*Gateway, error) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sluice.yaml")
+	raw, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("harness: marshal gateway config: %v", err)
+	}
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		return nil, fmt.Errorf("harness: %v", err)
+	}
+	g := &Gateway{
+		ConfigFile: file,
+		Config:     cfg,
+		logs:       &syncBuffer{},
+		done:       make(chan struct{}),
+	}
+	g.Bootstrap, _ = cfg["listen"].(string)
+	g.Admin, _ = cfg["admin_listen"].(string)
+
+	g.cmd = exec.Command(SluiceBin(t), "run", "--config", file)
+	g.cmd.Stdout = g.logs
+	g.cmd.Stderr = g.logs
+	g.cmd.Env = append(os.Environ(), env...)
+	if err := g.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("harness: start sluice: %v", err)
+	}
+	if c != nil {
+		c.RegisterOwner(g.cmd.Process.Pid, "gateway")
+	}
+	go func() {
+		g.err = g.cmd.Wait()
+		close(g.done)
+	}()
+	t.Cleanup(func() {
+		g.stop(t)
+		if t.Failed() {
+			t.Logf("sluice config:\n%s\nsluice log:\n%s", raw, g.logs.String())
+		}
+	})
+	if err := g.waitReady(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// PID is the gateway's process id.
+func (g *Gateway) PID() int { return g.cmd.Process.Pid }
+
+// Logs returns what the gateway has logged so far.
+func (g *Gateway) Logs() string { return g.logs.String() }
+
+// Exited reports whether the process has exited.
+func (g *Gateway) Exited() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *Gateway) waitReady() error {
+	deadline := time.Now().Add(readyTimeout)
+	client := &http.Client{Timeout: time.Second}
+	url := "http://" + g.Admin + "/readyz"
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case <-g.done:
+			return fmt.Errorf("harness: sluice exited before ready: %v\n%s", g.err, g.logs.String())
+		default:
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("harness: sluice not ready after %v (last /readyz: %s)\n%s", readyTimeout, last, g.logs.String())
+}
+
+// Stop sends SIGTERM and waits for the exit; it returns the process error
+// (nil for exit status 0). Calling it twice is harmless.
+func (g *Gateway) Stop() error {
+	if !g.Exited() {
+		_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-g.done:
+		return g.err
+	case <-time.After(stopTimeout):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+		return fmt.Errorf("harness: sluice did not exit within %v of SIGTERM", stopTimeout)
+	}
+}
+
+func (g *Gateway) stop(t testing.TB) {
+	already := g.Exited()
+	if err := g.Stop(); err != nil && !already {
+		t.Errorf("sluice shutdown: %v", err)
+	}
+}
+
+// Brokers asks the gateway for metadata (with franz-go) and returns the
+// advertised address of every broker by node id.
+func (g *Gateway) Brokers(t testing.TB) map[int32]string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(g.Bootstrap))
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("harness: metadata through the gateway: %v", err)
+	}
+	out := make(map[int32]string, len(resp.Brokers))
+	for _, b := range resp.Brokers {
+		out[b.NodeID] = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+	}
+	return out
+}
+
+// AssertGatewayAddrs fails the test unless every address is the gateway's
+// bootstrap or a socket the gateway process listens on, and none is a kfake
+// broker.
+func (g *Gateway) AssertGatewayAddrs(t testing.TB, c *Cluster, addrs []string) {
+	t.Helper()
+	if len(addrs) == 0 {
+		t.Errorf("client reported no broker address")
+	}
+	for _, a := range addrs {
+		if c != nil && c.IsBrokerAddr(a) {
+			t.Errorf("client was given upstream broker address %s", a)
+			continue
+		}
+		if a == g.Bootstrap {
+			continue
+		}
+		ok, err := ListeningPID(g.PID(), a)
+		if err != nil {
+			t.Errorf("checking %s: %v", a, err)
+		} else if !ok {
+			t.Errorf("client was given %s, which the gateway does not listen on", a)
+		}
+	}
+}
+
+// Metrics fetches /metrics.
+func (g *Gateway) Metrics(t testing.TB) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + g.Admin + "/metrics")
+	if err != nil {
+		t.Fatalf("harness: /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return b.String()
+}
+
+// SortedValues returns m's values sorted.
+func SortedValues(m map[int32]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
