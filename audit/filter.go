@@ -1,0 +1,163 @@
+package audit
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// DenyCode is the Kafka error code of requests refused while audit is
+// failing closed: KAFKA_STORAGE_ERROR (56), which clients treat as
+// retriable, so they retry until the audit spool drains.
+var DenyCode = kerr.KafkaStorageError.Code
+
+type deniedKey struct{}
+
+// NewFilter returns the audit filter. It wants every API key, so it sits
+// after the policy filter in the chain (authn -> policy -> audit -> mask):
+//
+//   - OnRequest refuses the request with DenyCode ("audit unavailable: ...")
+//     while a.Healthy() fails (spool full or unwritable under
+//     fail_closed); ApiVersions and SASL are always let through.
+//   - OnResponse turns x.Decisions into events, with per-topic records
+//     and bytes counted from Produce requests and Fetch responses
+//     (falling back to x.Stats for the first allow decision). It never
+//     blocks on I/O; it waits only while the in-memory queue is full
+//     under fail_closed.
+//
+// Metrics: see package doc. Errors: only the *filter.Denial above.
+func NewFilter(a *Auditor) filter.Filter { return &auditFilter{a: a} }
+
+type auditFilter struct{ a *Auditor }
+
+func (f *auditFilter) Name() string { return "audit" }
+
+func (f *auditFilter) Wants(int16) bool { return true }
+
+func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
+	err := f.a.Healthy()
+	if err == nil {
+		return nil
+	}
+	switch x.Key {
+	case 17, 18, 36: // SaslHandshake, ApiVersions, SaslAuthenticate
+		return nil
+	}
+	f.a.m.deniedReqs.Inc()
+	x.Set(deniedKey{}, true)
+	return filter.Deny(DenyCode, err.Error())
+}
+
+func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error {
+	if len(x.Decisions) == 0 {
+		return nil
+	}
+	if x.Values != nil && x.Get(deniedKey{}) != nil {
+		return nil
+	}
+	var counts map[string]filter.Stats
+	switch x.Key {
+	case 0:
+		if req, ok := x.Request.(*kmsg.ProduceRequest); ok {
+			counts = produceCounts(req)
+		}
+	case 1:
+		if resp, ok := x.Response.(*kmsg.FetchResponse); ok {
+			counts = fetchCounts(resp, x.Topics)
+		}
+	}
+	t := time.Now()
+	var clientID string
+	if x.ClientID != nil {
+		clientID = *x.ClientID
+	}
+	var p *filter.Principal
+	if x.Conn != nil {
+		p = x.Conn.Principal()
+	}
+	statsUsed := counts != nil
+	for i := range x.Decisions {
+		d := &x.Decisions[i]
+		it := item{kind: KindDecision, t: t, conn: x.Conn, principal: p, clientID: clientID,
+			apiKey: x.Key, apiVer: x.Version, d: *d}
+		if d.Obligations == nil && d.Allow && d.ResourceType == "topic" {
+			it.d.Obligations = x.Obligations[d.Resource]
+		}
+		if d.Allow {
+			if c, ok := counts[d.Resource]; ok && d.ResourceType == "topic" {
+				it.records, it.bytes = c.Records, c.Bytes
+				delete(counts, d.Resource) // one decision per topic carries them
+			} else if !statsUsed {
+				it.records, it.bytes = x.Stats.Records, x.Stats.Bytes
+				statsUsed = true
+			}
+		}
+		f.a.enqueue(ctx, it)
+	}
+	return nil
+}
+
+// produceCounts counts records and bytes per topic in a Produce request.
+func produceCounts(req *kmsg.ProduceRequest) map[string]filter.Stats {
+	m := make(map[string]filter.Stats, len(req.Topics))
+	for i := range req.Topics {
+		t := &req.Topics[i]
+		s := m[t.Topic]
+		for j := range t.Partitions {
+			r, b := countBatches(t.Partitions[j].Records)
+			s.Records += r
+			s.Bytes += b
+		}
+		m[t.Topic] = s
+	}
+	return m
+}
+
+// fetchCounts counts records and bytes per topic in a Fetch response.
+func fetchCounts(resp *kmsg.FetchResponse, names filter.TopicResolver) map[string]filter.Stats {
+	m := make(map[string]filter.Stats, len(resp.Topics))
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		name := t.Topic
+		if name == "" && names != nil {
+			name, _ = names.TopicName(t.TopicID)
+		}
+		s := m[name]
+		for j := range t.Partitions {
+			r, b := countBatches(t.Partitions[j].RecordBatches)
+			s.Records += r
+			s.Bytes += b
+		}
+		m[name] = s
+	}
+	return m
+}
+
+// countBatches counts the records and bytes of the complete batches in a
+// record set, reading only batch headers. Control batches are skipped;
+// a legacy message set counts one record per message.
+func countBatches(b []byte) (records, bytes int64) {
+	for len(b) >= 17 {
+		size := int64(binary.BigEndian.Uint32(b[8:12])) + 12
+		if size < 17 || size > int64(len(b)) {
+			return
+		}
+		switch magic := b[16]; {
+		case magic >= 2 && size >= 61:
+			if attrs := binary.BigEndian.Uint16(b[21:23]); attrs&0x20 == 0 {
+				if n := int32(binary.BigEndian.Uint32(b[57:61])); n > 0 {
+					records += int64(n)
+				}
+			}
+		case magic < 2:
+			records++
+		}
+		bytes += size
+		b = b[size:]
+	}
+	return
+}
