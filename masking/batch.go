@@ -1,0 +1,375 @@
+package masking
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Record batch (magic 2) layout.
+const (
+	offLength         = 8
+	offMagic          = 16
+	offCRC            = 17
+	offAttributes     = 21
+	offNumRecords     = 57
+	batchHeaderLen    = 61
+	attrCodecMask     = 0x07
+	attrControl       = 0x20
+	maxBatchRecords   = 1 << 22
+	errorHeaderKey    = "sluice-mask-error"
+	maxErrorHeaderLen = 256
+)
+
+// ErrorHeader is the record header that explains a masking failure; its
+// value is a short reason.
+const ErrorHeader = errorHeaderKey
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// RecordEdit is what a Transformer decides for one record. The rewriter
+// resets it before each record.
+type RecordEdit struct {
+	// Drop removes the record (row filters). The batch keeps its offset
+	// range, so consumers advance past it.
+	Drop bool
+	// SetKey and SetValue replace the key or value with Key or Value; a
+	// nil slice is a null key or value. The slices must stay valid until
+	// the next call.
+	SetKey, SetValue bool
+	Key, Value       []byte
+	// Error, if not empty, adds a sluice-mask-error header with this
+	// reason (truncated to 256 bytes).
+	Error string
+}
+
+// Transformer rewrites records. Transform gets the record's key and value
+// (nil when null) and fills e. An error fails the whole partition.
+type Transformer interface {
+	Transform(key, value []byte, e *RecordEdit) error
+}
+
+// RewriteStats counts what a rewrite delivered.
+type RewriteStats struct {
+	Batches   int // magic-2 data batches seen
+	Rewritten int // batches re-encoded because a record changed
+	Records   int // records delivered
+	Dropped   int // records removed by row filters
+	Errors    int // records delivered with an error marker
+}
+
+// ErrCorruptBatch wraps a batch that cannot be decoded for rewriting.
+var ErrCorruptBatch = errors.New("masking: corrupt record batch")
+
+type rewriter struct {
+	recs []byte
+	comp bytes.Buffer
+	edit RecordEdit
+}
+
+var (
+	rewriters    = sync.Pool{New: func() any { return new(rewriter) }}
+	decompressor = kgo.DefaultDecompressor()
+	compressors  [5]kgo.Compressor
+)
+
+func init() {
+	for codec, c := range map[int]kgo.CompressionCodec{
+		1: kgo.GzipCompression(), 2: kgo.SnappyCompression(), 3: kgo.Lz4Compression(), 4: kgo.ZstdCompression(),
+	} {
+		cmp, err := kgo.DefaultCompressor(c)
+		if err != nil {
+			panic(err) // static codecs; cannot fail
+		}
+		compressors[codec] = cmp
+	}
+}
+
+// RewriteBatches appends to dst the record batches of src (one partition's
+// Fetch RecordBatches, or a Produce partition's Records) with every record
+// of every magic-2 data batch passed through t.
+//
+// Control batches, batches of older magic and a trailing partial batch are
+// copied byte for byte, and so is a batch in which t changed nothing. A
+// rewritten batch keeps its base offset, last offset delta, timestamps,
+// producer id and epoch, base sequence, partition leader epoch and
+// attributes, is recompressed with its codec and gets new lengths and a new
+// CRC-32C. Dropped records leave the offset range intact; a batch whose
+// records are all dropped stays as a batch of zero records, which clients
+// skip past (as for compacted topics, KAFKA-5443).
+//
+// An error (a corrupt batch, or t's error) returns dst unchanged.
+func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error) {
+	var st RewriteStats
+	orig := len(dst)
+	rw := rewriters.Get().(*rewriter)
+	defer rewriters.Put(rw)
+	for len(src) > 0 {
+		if len(src) < offMagic+1 {
+			dst = append(dst, src...)
+			break
+		}
+		length := int64(int32(binary.BigEndian.Uint32(src[offLength:])))
+		total := 12 + length
+		if length < 0 || total > int64(len(src)) {
+			dst = append(dst, src...) // trailing partial batch
+			break
+		}
+		b := src[:total]
+		src = src[total:]
+		if b[offMagic] != 2 || binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
+			dst = append(dst, b...)
+			continue
+		}
+		st.Batches++
+		var err error
+		dst, err = rw.batch(dst, b, t, &st)
+		if err != nil {
+			return dst[:orig], st, err
+		}
+	}
+	return dst, st, nil
+}
+
+func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byte, error) {
+	if len(b) < batchHeaderLen {
+		return dst, fmt.Errorf("%w: %d bytes", ErrCorruptBatch, len(b))
+	}
+	if crc32.Checksum(b[offAttributes:], crc32c) != binary.BigEndian.Uint32(b[offCRC:]) {
+		return dst, fmt.Errorf("%w: crc mismatch", ErrCorruptBatch)
+	}
+	attrs := binary.BigEndian.Uint16(b[offAttributes:])
+	codec := int(attrs & attrCodecMask)
+	if codec > 4 {
+		return dst, fmt.Errorf("%w: unknown codec %d", ErrCorruptBatch, codec)
+	}
+	n := int32(binary.BigEndian.Uint32(b[offNumRecords:]))
+	raw := b[batchHeaderLen:]
+	if codec != 0 {
+		var err error
+		if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {
+			return dst, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
+		}
+	}
+	if n < 0 || n > maxBatchRecords || int(n) > len(raw) {
+		return dst, fmt.Errorf("%w: %d records", ErrCorruptBatch, n)
+	}
+	rw.recs = rw.recs[:0]
+	changed := false
+	kept := int32(0)
+	pos := 0
+	for i := int32(0); i < n; i++ {
+		r, err := parseRecord(raw, &pos)
+		if err != nil {
+			return dst, err
+		}
+		e := &rw.edit
+		*e = RecordEdit{}
+		if err := t.Transform(r.key, r.value, e); err != nil {
+			return dst, err
+		}
+		if e.Drop {
+			st.Dropped++
+			changed = true
+			continue
+		}
+		kept++
+		st.Records++
+		if e.Error != "" {
+			st.Errors++
+		}
+		if !e.SetKey && !e.SetValue && e.Error == "" {
+			rw.recs = append(rw.recs, raw[r.start:r.end]...)
+			continue
+		}
+		changed = true
+		rw.recs = r.appendEdited(rw.recs, raw, e)
+	}
+	if pos != len(raw) {
+		return dst, fmt.Errorf("%w: %d bytes after the last record", ErrCorruptBatch, len(raw)-pos)
+	}
+	if !changed {
+		return append(dst, b...), nil
+	}
+	st.Rewritten++
+	body := rw.recs
+	if codec != 0 {
+		rw.comp.Reset()
+		var used kgo.CompressionCodecType
+		body, used = compressors[codec].Compress(&rw.comp, rw.recs)
+		if int(used) != codec {
+			return dst, fmt.Errorf("masking: recompress with codec %d failed", codec)
+		}
+	}
+	start := len(dst)
+	dst = append(dst, b[:batchHeaderLen]...)
+	dst = append(dst, body...)
+	h := dst[start:]
+	binary.BigEndian.PutUint32(h[offLength:], uint32(len(h)-12))
+	binary.BigEndian.PutUint32(h[offNumRecords:], uint32(kept))
+	binary.BigEndian.PutUint32(h[offCRC:], crc32.Checksum(h[offAttributes:], crc32c))
+	return dst, nil
+}
+
+type rawRecord struct {
+	start, end int // the whole record, length prefix included
+	pre        int // end of attributes, timestamp delta, offset delta
+	key, value []byte
+	keyEnd     int // end of key
+	valEnd     int // end of value; headers follow
+	nHeaders   int64
+	hdrStart   int // after the header count
+}
+
+func readVarint(b []byte, pos *int) (int64, error) {
+	w := walker{src: b, pos: *pos}
+	v, err := w.long()
+	*pos = w.pos
+	if err != nil {
+		return 0, fmt.Errorf("%w: bad varint", ErrCorruptBatch)
+	}
+	return v, nil
+}
+
+func parseRecord(raw []byte, pos *int) (rawRecord, error) {
+	var r rawRecord
+	r.start = *pos
+	l, err := readVarint(raw, pos)
+	if err != nil {
+		return r, err
+	}
+	if l < 1 || l > int64(len(raw)-*pos) {
+		return r, fmt.Errorf("%w: record length %d", ErrCorruptBatch, l)
+	}
+	r.end = *pos + int(l)
+	rec := raw[:r.end]
+	p := *pos + 1                                  // attributes
+	if _, err := readVarint(rec, &p); err != nil { // timestamp delta
+		return r, err
+	}
+	if _, err := readVarint(rec, &p); err != nil { // offset delta
+		return r, err
+	}
+	r.pre = p
+	field := func() ([]byte, error) {
+		n, err := readVarint(rec, &p)
+		if err != nil {
+			return nil, err
+		}
+		if n < -1 || n > int64(len(rec)-p) {
+			return nil, fmt.Errorf("%w: field length %d", ErrCorruptBatch, n)
+		}
+		if n == -1 {
+			return nil, nil
+		}
+		v := rec[p : p+int(n) : p+int(n)]
+		p += int(n)
+		return v, nil
+	}
+	if r.key, err = field(); err != nil {
+		return r, err
+	}
+	r.keyEnd = p
+	if r.value, err = field(); err != nil {
+		return r, err
+	}
+	r.valEnd = p
+	if r.nHeaders, err = readVarint(rec, &p); err != nil {
+		return r, err
+	}
+	if r.nHeaders < 0 || r.nHeaders > int64(len(rec)-p) {
+		return r, fmt.Errorf("%w: %d headers", ErrCorruptBatch, r.nHeaders)
+	}
+	r.hdrStart = p
+	for i := int64(0); i < r.nHeaders; i++ {
+		for range 2 {
+			n, err := readVarint(rec, &p)
+			if err != nil {
+				return r, err
+			}
+			if n < -1 || n > int64(len(rec)-p) {
+				return r, fmt.Errorf("%w: header length %d", ErrCorruptBatch, n)
+			}
+			if n > 0 {
+				p += int(n)
+			}
+		}
+	}
+	if p != r.end {
+		return r, fmt.Errorf("%w: record length mismatch", ErrCorruptBatch)
+	}
+	*pos = r.end
+	return r, nil
+}
+
+func varintLen(v int64) int {
+	u := uint64(v<<1) ^ uint64(v>>63)
+	n := 1
+	for u >= 0x80 {
+		u >>= 7
+		n++
+	}
+	return n
+}
+
+func fieldLen(b []byte) int {
+	if b == nil {
+		return varintLen(-1)
+	}
+	return varintLen(int64(len(b))) + len(b)
+}
+
+func appendField(dst, b []byte) []byte {
+	if b == nil {
+		return appendLong(dst, -1)
+	}
+	return append(appendLong(dst, int64(len(b))), b...)
+}
+
+// appendEdited appends the record with e applied.
+func (r *rawRecord) appendEdited(dst, raw []byte, e *RecordEdit) []byte {
+	key, value := r.key, r.value
+	if e.SetKey {
+		key = e.Key
+	}
+	if e.SetValue {
+		value = e.Value
+	}
+	reason := e.Error
+	if len(reason) > maxErrorHeaderLen {
+		reason = reason[:maxErrorHeaderLen]
+	}
+	nh := r.nHeaders
+	hdrs := raw[r.hdrStart:r.end]
+	size := (r.pre - r.start) + fieldLen(key) + fieldLen(value) + len(hdrs)
+	lenPrefix := r.start
+	{
+		p := r.start
+		readVarint(raw, &p) //nolint:errcheck // parsed before
+		lenPrefix = p
+	}
+	size -= lenPrefix - r.start // pre included the length prefix
+	if reason != "" {
+		nh++
+		size += varintLen(int64(len(errorHeaderKey))) + len(errorHeaderKey) + varintLen(int64(len(reason))) + len(reason)
+	}
+	size += varintLen(nh)
+	dst = appendLong(dst, int64(size))
+	dst = append(dst, raw[lenPrefix:r.pre]...)
+	dst = appendField(dst, key)
+	dst = appendField(dst, value)
+	dst = appendLong(dst, nh)
+	dst = append(dst, hdrs...)
+	if reason != "" {
+		dst = appendLong(dst, int64(len(errorHeaderKey)))
+		dst = append(dst, errorHeaderKey...)
+		dst = appendLong(dst, int64(len(reason)))
+		dst = append(dst, reason...)
+	}
+	return dst
+}

@@ -1,0 +1,372 @@
+package masking
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/schema"
+)
+
+// Filter is the mask filter. On Fetch responses it rewrites the record
+// batches of partitions whose topic carries mask or row-filter obligations
+// (other partitions are not touched) and fills x.Stats. On Produce requests
+// it enforces the schema contract of topics configured with one and masks
+// records of topics with obligations.
+//
+// Config: Config (per-topic format, on_error, contract; hash and tokenize
+// keys).
+//
+// Metrics (registered on the Registerer given to NewFilter):
+//
+//	sluice_masking_records_total{result}        masked, dropped, error
+//	sluice_masking_batches_rewritten_total
+//	sluice_masking_failures_total{reason}       registry, format, decode, rule, schema
+//	sluice_masking_partitions_failed_total{api} fetch, produce
+//
+// Errors: a Fetch partition that cannot be masked under on_error:
+// fail_partition (or whose batches are corrupt, or whose topic id cannot be
+// resolved) gets UNKNOWN_SERVER_ERROR (UNKNOWN_TOPIC_ID) and no records; a
+// refused Produce partition gets INVALID_RECORD with an error message.
+type Filter struct {
+	cfg     Config
+	planner *Planner
+	src     SchemaSource
+	log     *zap.Logger
+
+	records    *prometheus.CounterVec
+	rewritten  prometheus.Counter
+	failures   *prometheus.CounterVec
+	partFailed *prometheus.CounterVec
+}
+
+var _ filter.Filter = (*Filter)(nil)
+
+// NewFilter builds the mask filter. reg may be nil if no topic uses Avro;
+// metrics may be nil.
+func NewFilter(cfg Config, reg *schema.Registry, log *zap.Logger, metrics prometheus.Registerer) (*Filter, error) {
+	var src SchemaSource
+	if reg != nil {
+		src = reg
+	}
+	return newFilter(cfg, src, log, metrics)
+}
+
+func newFilter(cfg Config, src SchemaSource, log *zap.Logger, metrics prometheus.Registerer) (*Filter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	keys, err := cfg.LoadKeys()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	f := &Filter{
+		cfg:     cfg,
+		planner: NewPlanner(cfg, src, keys),
+		src:     src,
+		log:     log,
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_masking_records_total", Help: "Records that went through masking, by result.",
+		}, []string{"result"}),
+		rewritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_masking_batches_rewritten_total", Help: "Record batches re-encoded by masking.",
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_masking_failures_total", Help: "Records that could not be masked, by reason.",
+		}, []string{"reason"}),
+		partFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_masking_partitions_failed_total", Help: "Partitions failed or refused by masking, by api.",
+		}, []string{"api"}),
+	}
+	if metrics != nil {
+		for _, c := range []prometheus.Collector{f.records, f.rewritten, f.failures, f.partFailed} {
+			if err := metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("masking: register metrics: %w", err)
+			}
+		}
+	}
+	return f, nil
+}
+
+// Planner returns the filter's planner, whose Validate checks rules at policy
+// load time.
+func (f *Filter) Planner() *Planner { return f.planner }
+
+func (f *Filter) Name() string { return "mask" }
+
+func (f *Filter) Wants(key int16) bool {
+	return key == kmsg.Fetch.Int16() || key == kmsg.Produce.Int16()
+}
+
+func (f *Filter) OnRequest(ctx context.Context, x *filter.Exchange) error {
+	if req, ok := x.Request.(*kmsg.ProduceRequest); ok {
+		f.produceRequest(ctx, x, req)
+	}
+	return nil
+}
+
+func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
+	switch resp := x.Response.(type) {
+	case *kmsg.FetchResponse:
+		f.fetchResponse(ctx, x, resp)
+	case *kmsg.ProduceResponse:
+		f.produceResponse(x, resp)
+	}
+	return nil
+}
+
+func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *kmsg.FetchResponse) {
+	var stats filter.Stats
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
+		name := t.Topic
+		resolved := true
+		if name == "" {
+			name, resolved = x.Topics.TopicName(t.TopicID)
+		}
+		var obl *filter.Obligations
+		if resolved {
+			obl = x.Obligations[name]
+		}
+		for pi := range t.Partitions {
+			p := &t.Partitions[pi]
+			if !resolved && len(x.Obligations) > 0 {
+				// Fail closed: the topic might carry obligations.
+				f.failFetch(p, kerr.UnknownTopicID.Code)
+				continue
+			}
+			if obl.Empty() || len(p.RecordBatches) == 0 {
+				n, _ := countRecords(p.RecordBatches)
+				stats.Records += int64(n)
+				stats.Bytes += int64(len(p.RecordBatches))
+				continue
+			}
+			f.maskFetchPartition(ctx, name, obl, p, &stats)
+		}
+	}
+	x.Stats.Records += stats.Records
+	x.Stats.Bytes += stats.Bytes
+}
+
+func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
+	p.ErrorCode = code
+	p.RecordBatches = nil
+	f.partFailed.WithLabelValues("fetch").Inc()
+}
+
+func (f *Filter) maskFetchPartition(ctx context.Context, topic string, obl *filter.Obligations, p *kmsg.FetchResponseTopicPartition, stats *filter.Stats) {
+	rs, err := f.planner.RuleSet(obl)
+	if err != nil {
+		f.log.Error("masking obligations do not compile", zap.String("topic", topic), zap.Error(err))
+		f.failures.WithLabelValues(reasonRule).Inc()
+		f.failFetch(p, kerr.UnknownServerError.Code)
+		return
+	}
+	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
+	out, st, err := RewriteBatches(make([]byte, 0, len(p.RecordBatches)+len(p.RecordBatches)/8), p.RecordBatches, m)
+	f.account(m, st)
+	if err != nil {
+		f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
+		f.failFetch(p, kerr.UnknownServerError.Code)
+		return
+	}
+	if m.failures > 0 {
+		f.log.Warn("records delivered with a masking error marker", zap.String("topic", topic),
+			zap.Int32("partition", p.Partition), zap.Int("records", m.failures), zap.Error(m.lastErr))
+	}
+	p.RecordBatches = out
+	stats.Records += int64(st.Records)
+	stats.Bytes += int64(len(out))
+}
+
+func (f *Filter) account(m *recordMasker, st RewriteStats) {
+	for r, n := range m.reasons {
+		f.failures.WithLabelValues(r).Add(float64(n))
+	}
+	f.records.WithLabelValues("masked").Add(float64(st.Records - st.Errors))
+	f.records.WithLabelValues("dropped").Add(float64(st.Dropped))
+	f.records.WithLabelValues("error").Add(float64(st.Errors))
+	f.rewritten.Add(float64(st.Rewritten))
+}
+
+// countRecords sums the record counts of the magic-2 data batches in b
+// without decoding them.
+func countRecords(b []byte) (int, error) {
+	n := 0
+	for len(b) >= batchHeaderLen {
+		length := int64(int32(binary.BigEndian.Uint32(b[offLength:])))
+		if length < 0 || 12+length > int64(len(b)) {
+			break
+		}
+		if b[offMagic] == 2 && binary.BigEndian.Uint16(b[offAttributes:])&attrControl == 0 {
+			n += int(int32(binary.BigEndian.Uint32(b[offNumRecords:])))
+		}
+		b = b[12+length:]
+	}
+	return n, nil
+}
+
+// refused is a produce partition removed from the request.
+type refused struct {
+	topic   string
+	topicID [16]byte
+	part    int32
+	msg     string
+}
+
+type refusedKey struct{}
+
+func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *kmsg.ProduceRequest) {
+	var out []refused
+	keptTopics := req.Topics[:0]
+	for _, t := range req.Topics {
+		name := t.Topic
+		resolved := true
+		if name == "" {
+			name, resolved = x.Topics.TopicName(t.TopicID)
+		}
+		tc := f.cfg.Topic(name)
+		var obl *filter.Obligations
+		if resolved {
+			obl = x.Obligations[name]
+		}
+		if !resolved && (len(x.Obligations) > 0 || len(f.cfg.Topics) > 0) {
+			for _, p := range t.Partitions {
+				out = append(out, refused{name, t.TopicID, p.Partition, "sluice: unknown topic id"})
+			}
+			continue
+		}
+		if !tc.Contract && obl.Empty() {
+			keptTopics = append(keptTopics, t)
+			continue
+		}
+		kept := t.Partitions[:0]
+		for _, p := range t.Partitions {
+			if msg := f.producePartition(ctx, name, tc, obl, &p); msg != "" {
+				out = append(out, refused{name, t.TopicID, p.Partition, msg})
+				f.partFailed.WithLabelValues("produce").Inc()
+				continue
+			}
+			kept = append(kept, p)
+		}
+		t.Partitions = kept
+		if len(kept) > 0 {
+			keptTopics = append(keptTopics, t)
+		}
+	}
+	req.Topics = keptTopics
+	if len(out) == 0 {
+		return
+	}
+	x.Set(refusedKey{}, out)
+	if len(req.Topics) == 0 && x.Local == nil {
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = req.Version
+		x.Local = resp
+	}
+}
+
+// producePartition checks the contract and masks; it returns a refusal
+// message, or "" when the partition may be forwarded.
+func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicConfig, obl *filter.Obligations, p *kmsg.ProduceRequestTopicPartition) string {
+	if tc.Contract {
+		if err := f.checkContract(ctx, topic, p.Records); err != nil {
+			return "sluice: schema contract: " + err.Error()
+		}
+	}
+	if obl.Empty() || len(obl.Mask) == 0 {
+		return "" // row filters apply to reads only
+	}
+	rs, err := f.planner.RuleSet(obl)
+	if err != nil {
+		return "sluice: masking rules: " + err.Error()
+	}
+	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: tc, strict: true}
+	out, st, err := RewriteBatches(nil, p.Records, m)
+	f.account(m, st)
+	if err != nil {
+		return "sluice: masking: " + err.Error()
+	}
+	p.Records = out
+	return ""
+}
+
+// contractChecker is a Transformer that validates values and changes nothing.
+type contractChecker struct {
+	ctx   context.Context
+	f     *Filter
+	topic string
+}
+
+func (c *contractChecker) Transform(_, value []byte, _ *RecordEdit) error {
+	if value == nil {
+		return nil // tombstones carry no schema
+	}
+	id, body, err := schema.ParseWire(value)
+	if err != nil {
+		return err
+	}
+	subject := schema.ValueSubject(c.topic)
+	ok, err := c.f.src.IDInSubject(c.ctx, subject, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("schema id %d is not registered under subject %q", id, subject)
+	}
+	s, err := c.f.src.SchemaByID(c.ctx, id)
+	if err != nil {
+		return err
+	}
+	pl, err := c.f.planner.validator(s)
+	if err != nil {
+		return err
+	}
+	if err := pl.Validate(body); err != nil {
+		return fmt.Errorf("value does not decode under schema id %d: %w", id, err)
+	}
+	return nil
+}
+
+func (f *Filter) checkContract(ctx context.Context, topic string, records []byte) error {
+	if f.src == nil {
+		return fmt.Errorf("no schema registry configured")
+	}
+	_, _, err := RewriteBatches(nil, records, &contractChecker{ctx, f, topic})
+	return err
+}
+
+func (f *Filter) produceResponse(x *filter.Exchange, resp *kmsg.ProduceResponse) {
+	out, _ := x.Get(refusedKey{}).([]refused)
+	for _, r := range out {
+		var t *kmsg.ProduceResponseTopic
+		for i := range resp.Topics {
+			if resp.Topics[i].Topic == r.topic && resp.Topics[i].TopicID == r.topicID {
+				t = &resp.Topics[i]
+				break
+			}
+		}
+		if t == nil {
+			nt := kmsg.NewProduceResponseTopic()
+			nt.Topic, nt.TopicID = r.topic, r.topicID
+			resp.Topics = append(resp.Topics, nt)
+			t = &resp.Topics[len(resp.Topics)-1]
+		}
+		p := kmsg.NewProduceResponseTopicPartition()
+		p.Partition = r.part
+		p.ErrorCode = kerr.InvalidRecord.Code
+		p.BaseOffset = -1
+		msg := r.msg
+		p.ErrorMessage = &msg
+		t.Partitions = append(t.Partitions, p)
+	}
+}

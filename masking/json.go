@@ -1,0 +1,218 @@
+package masking
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/valyala/fastjson"
+)
+
+// JSON masking applies the same paths and strategies to JSON text. JSON has
+// no schema, so a path that is absent from a value masks nothing, and the
+// strategies map JSON types as follows (null values stay null):
+//
+//	redact    strings: the replacement; numbers: the replacement if it is
+//	          a number, else 0; booleans: false; objects and arrays: the
+//	          replacement string
+//	partial   strings: as for Avro; other types: redacted
+//	hash      strings: the hex HMAC of the string's characters, as for
+//	          Avro (so hashes join across formats); other types: the hex
+//	          HMAC of the value's JSON text
+//	tokenize  like hash, with the token format
+//	null      JSON null
+//	default   rejected: JSON values have no schema default
+type jsonPlan struct {
+	root *jnode
+}
+
+type jnode struct {
+	act     *rule
+	fields  map[string]*jnode
+	elem    *jnode // [] array elements
+	mapVals *jnode // {} object values
+}
+
+var (
+	jsonParsers fastjson.ParserPool
+	jsonArenas  fastjson.ArenaPool
+)
+
+func compileJSON(rules []*rule) (*jsonPlan, error) {
+	root := &jnode{}
+	for _, r := range rules {
+		if r.strategy == StrategyDefault {
+			return nil, fmt.Errorf("masking: rule %q: default needs a schema default; JSON values have none (use null or redact)", r.raw.Field)
+		}
+		n := root
+		for _, s := range r.path {
+			var next **jnode
+			switch s.kind {
+			case stepField:
+				if n.fields == nil {
+					n.fields = make(map[string]*jnode)
+				}
+				if n.fields[s.field] == nil {
+					n.fields[s.field] = &jnode{}
+				}
+				n = n.fields[s.field]
+				continue
+			case stepArray:
+				next = &n.elem
+			case stepMap:
+				next = &n.mapVals
+			}
+			if *next == nil {
+				*next = &jnode{}
+			}
+			n = *next
+		}
+		if n.act != nil && !sameRule(n.act, r) {
+			return nil, fmt.Errorf("masking: rules %q and %q mask the same field differently", n.act.raw.Field, r.raw.Field)
+		}
+		n.act = r
+	}
+	return &jsonPlan{root: root}, nil
+}
+
+func (rs *RuleSet) jsonPlan(key bool) (*jsonPlan, error) {
+	i := 0
+	rules := rs.value
+	if key {
+		i, rules = 1, rs.key
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.json[i] == nil {
+		p, err := compileJSON(rules)
+		if err != nil {
+			return nil, err
+		}
+		rs.json[i] = p
+	}
+	return rs.json[i], nil
+}
+
+// AppendMasked appends the masked JSON text of b to dst.
+func (p *jsonPlan) AppendMasked(dst, b []byte) ([]byte, error) {
+	ps := jsonParsers.Get()
+	defer jsonParsers.Put(ps)
+	v, err := ps.ParseBytes(b)
+	if err != nil {
+		return dst, fmt.Errorf("masking: json: %w", err)
+	}
+	a := jsonArenas.Get()
+	defer jsonArenas.Put(a)
+	p.root.apply(v, a)
+	return v.MarshalTo(dst), nil
+}
+
+func (n *jnode) apply(v *fastjson.Value, a *fastjson.Arena) {
+	if n.act != nil {
+		if v.Type() != fastjson.TypeNull {
+			*v = *jsonReplace(v, n.act, a)
+		}
+		return
+	}
+	switch v.Type() {
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		if n.fields != nil || n.mapVals != nil {
+			// Visit sees duplicate keys too, so none stays in clear.
+			o.Visit(func(k []byte, c *fastjson.Value) {
+				if f := n.fields[string(k)]; f != nil {
+					f.apply(c, a)
+				}
+				if n.mapVals != nil {
+					n.mapVals.apply(c, a)
+				}
+			})
+		}
+	case fastjson.TypeArray:
+		if n.elem != nil {
+			items, _ := v.Array()
+			for _, c := range items {
+				n.elem.apply(c, a)
+			}
+		}
+	}
+}
+
+func jsonReplace(v *fastjson.Value, r *rule, a *fastjson.Arena) *fastjson.Value {
+	var content []byte
+	if v.Type() == fastjson.TypeString {
+		content, _ = v.StringBytes()
+	} else {
+		content = v.MarshalTo(nil)
+	}
+	switch r.strategy {
+	case StrategyNull:
+		return a.NewNull()
+	case StrategyPartial:
+		if v.Type() == fastjson.TypeString {
+			return a.NewStringBytes(appendPartial(nil, content, r.keepFirst, r.keepLast, r.maskChar))
+		}
+		return a.NewString(DefaultReplacement)
+	case StrategyHash:
+		return a.NewStringBytes(r.key.appendHex(nil, content))
+	case StrategyTokenize:
+		return a.NewStringBytes(r.key.appendToken(nil, content))
+	}
+	// redact
+	switch v.Type() {
+	case fastjson.TypeNumber:
+		if _, err := strconv.ParseFloat(r.replacement, 64); err == nil && r.hasReplacement {
+			return a.NewNumberString(r.replacement)
+		}
+		return a.NewNumberInt(0)
+	case fastjson.TypeTrue, fastjson.TypeFalse:
+		return a.NewFalse()
+	}
+	return a.NewString(r.replacement)
+}
+
+// jsonPredicate is a row filter on JSON values.
+type jsonPredicate struct {
+	path   []string
+	values []string
+}
+
+func (rs *RuleSet) jsonPredicate() *jsonPredicate {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.jrow == nil {
+		p := &jsonPredicate{values: rs.row.Values}
+		for _, s := range rs.rowR.path {
+			p.path = append(p.path, s.field)
+		}
+		rs.jrow = p
+	}
+	return rs.jrow
+}
+
+func (p *jsonPredicate) match(b []byte) (bool, error) {
+	ps := jsonParsers.Get()
+	defer jsonParsers.Put(ps)
+	v, err := ps.ParseBytes(b)
+	if err != nil {
+		return false, fmt.Errorf("masking: json: %w", err)
+	}
+	f := v.Get(p.path...)
+	if f == nil {
+		return false, nil
+	}
+	var s []byte
+	switch f.Type() {
+	case fastjson.TypeString:
+		s, _ = f.StringBytes()
+	case fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
+		s = f.MarshalTo(nil)
+	default:
+		return false, nil
+	}
+	for _, want := range p.values {
+		if string(s) == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -1,0 +1,166 @@
+package masking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sluice-gw/sluice/schema"
+)
+
+// Reasons of masking failures, used as metric labels and as the prefix of
+// the sluice-mask-error header.
+const (
+	reasonRegistry = "registry" // the registry could not be reached
+	reasonFormat   = "format"   // not wire format, or not JSON
+	reasonDecode   = "decode"   // the body does not decode under its schema
+	reasonRule     = "rule"     // a rule does not apply to the record's schema
+	reasonNoSchema = "schema"   // the schema id is unknown
+)
+
+// maskError is a failure to mask one record, with a bounded reason.
+type maskError struct {
+	reason string
+	err    error
+}
+
+func (e *maskError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *maskError) Unwrap() error { return e.err }
+
+// recordMasker is the Transformer of one partition under one rule set.
+type recordMasker struct {
+	ctx    context.Context
+	p      *Planner
+	rs     *RuleSet
+	tc     TopicConfig
+	row    bool // apply the row filter (fetch only)
+	strict bool // any failure is an error (produce), whatever OnError says
+	vbuf   []byte
+	kbuf   []byte
+
+	failures int
+	lastErr  *maskError
+	reasons  map[string]int
+}
+
+func (m *recordMasker) Transform(key, value []byte, e *RecordEdit) error {
+	if m.row && m.rs.row != nil {
+		ok, err := m.match(value)
+		if err != nil {
+			return m.fail(e, err)
+		}
+		if !ok {
+			e.Drop = true
+			return nil
+		}
+	}
+	if len(m.rs.value) > 0 && value != nil {
+		out, err := m.mask(m.vbuf[:0], value, false)
+		if err != nil {
+			return m.fail(e, err)
+		}
+		m.vbuf = out
+		e.SetValue, e.Value = true, out
+	}
+	if len(m.rs.key) > 0 && key != nil {
+		out, err := m.mask(m.kbuf[:0], key, true)
+		if err != nil {
+			return m.fail(e, err)
+		}
+		m.kbuf = out
+		e.SetKey, e.Key = true, out
+	}
+	return nil
+}
+
+// fail applies the failure policy: never deliver in clear.
+func (m *recordMasker) fail(e *RecordEdit, err error) error {
+	var me *maskError
+	if !errors.As(err, &me) {
+		me = &maskError{reasonDecode, err}
+	}
+	m.failures++
+	m.lastErr = me
+	if m.reasons == nil {
+		m.reasons = make(map[string]int, 2)
+	}
+	m.reasons[me.reason]++
+	if m.strict || m.tc.OnError == OnErrorFailPartition {
+		return me
+	}
+	*e = RecordEdit{SetValue: true, Error: me.Error()}
+	if len(m.rs.key) > 0 {
+		e.SetKey = true
+	}
+	return nil
+}
+
+func (m *recordMasker) format(key bool) string {
+	if key {
+		return m.tc.KeyFormat
+	}
+	return m.tc.Format
+}
+
+func (m *recordMasker) mask(dst, v []byte, key bool) ([]byte, error) {
+	if m.format(key) == FormatJSON {
+		jp, err := m.rs.jsonPlan(key)
+		if err != nil {
+			return dst, &maskError{reasonRule, err}
+		}
+		out, err := jp.AppendMasked(dst, v)
+		if err != nil {
+			return dst, &maskError{reasonFormat, err}
+		}
+		return out, nil
+	}
+	id, body, err := schema.ParseWire(v)
+	if err != nil {
+		return dst, &maskError{reasonFormat, err}
+	}
+	plan, err := m.p.plan(m.ctx, m.rs, id, key)
+	if err != nil {
+		return dst, classify(err)
+	}
+	out, err := plan.AppendMasked(schema.AppendWireHeader(dst, id), body)
+	if err != nil {
+		return dst, &maskError{reasonDecode, fmt.Errorf("schema id %d: %w", id, err)}
+	}
+	return out, nil
+}
+
+func (m *recordMasker) match(v []byte) (bool, error) {
+	if v == nil {
+		return false, nil
+	}
+	if m.tc.Format == FormatJSON {
+		ok, err := m.rs.jsonPredicate().match(v)
+		if err != nil {
+			return false, &maskError{reasonFormat, err}
+		}
+		return ok, nil
+	}
+	id, body, err := schema.ParseWire(v)
+	if err != nil {
+		return false, &maskError{reasonFormat, err}
+	}
+	pr, err := m.p.predicate(m.ctx, m.rs, id)
+	if err != nil {
+		return false, classify(err)
+	}
+	ok, err := pr.match(body)
+	if err != nil {
+		return false, &maskError{reasonDecode, fmt.Errorf("schema id %d: %w", id, err)}
+	}
+	return ok, nil
+}
+
+func classify(err error) *maskError {
+	switch {
+	case errors.Is(err, schema.ErrUnavailable):
+		return &maskError{reasonRegistry, err}
+	case errors.Is(err, schema.ErrNotFound):
+		return &maskError{reasonNoSchema, err}
+	}
+	return &maskError{reasonRule, err}
+}

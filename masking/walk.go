@@ -1,0 +1,294 @@
+package masking
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors of the binary walker. They describe a record that does not decode
+// under its schema.
+var (
+	errShort    = errors.New("masking: avro value truncated")
+	errVarint   = errors.New("masking: bad avro varint")
+	errLength   = errors.New("masking: bad avro length")
+	errIndex    = errors.New("masking: avro union or enum index out of range")
+	errDepth    = errors.New("masking: avro value nested too deeply")
+	errTrailing = errors.New("masking: trailing bytes after avro value")
+)
+
+const (
+	maxDepth = 64
+	// maxZeroItems bounds a collection of zero-byte items (nulls, empty
+	// records), whose count the input bytes do not bound.
+	maxZeroItems = 1 << 16
+)
+
+// walker walks one Avro binary value, copying untouched bytes from src to
+// dst and appending replacements for masked values.
+type walker struct {
+	src   []byte
+	pos   int
+	dst   []byte
+	mark  int // src[mark:pos] is pending copy to dst
+	depth int
+	write bool // false: only validate
+
+	found     []byte // actExtract: the encoded value found
+	foundNode *node
+}
+
+func (w *walker) long() (int64, error) {
+	var u uint64
+	var s uint
+	for i := 0; i < 10; i++ {
+		if w.pos >= len(w.src) {
+			return 0, errShort
+		}
+		b := w.src[w.pos]
+		w.pos++
+		if i == 9 && b > 1 {
+			return 0, errVarint
+		}
+		u |= uint64(b&0x7f) << s
+		if b < 0x80 {
+			return int64(u>>1) ^ -int64(u&1), nil
+		}
+		s += 7
+	}
+	return 0, errVarint
+}
+
+func (w *walker) int() (int64, error) {
+	start := w.pos
+	v, err := w.long()
+	if err == nil && (w.pos-start > 5 || v < -1<<31 || v > 1<<31-1) {
+		return 0, errVarint
+	}
+	return v, err
+}
+
+func (w *walker) advance(n int) error {
+	if n > len(w.src)-w.pos {
+		return errShort
+	}
+	w.pos += n
+	return nil
+}
+
+// lenPrefixed reads a bytes/string length prefix and returns the content.
+func (w *walker) lenPrefixed() ([]byte, error) {
+	l, err := w.long()
+	if err != nil {
+		return nil, err
+	}
+	if l < 0 {
+		return nil, errLength
+	}
+	if l > int64(len(w.src)-w.pos) {
+		return nil, errShort
+	}
+	b := w.src[w.pos : w.pos+int(l)]
+	w.pos += int(l)
+	return b, nil
+}
+
+// value walks one value of n.
+func (w *walker) value(n *node) error {
+	if !n.deep {
+		return w.skip(n)
+	}
+	if n.act != nil {
+		start := w.pos
+		if err := w.skip(n); err != nil {
+			return err
+		}
+		if n.act.kind == actExtract {
+			w.found, w.foundNode = w.src[start:w.pos], n
+		} else if w.write {
+			w.replace(n, start)
+		}
+		return nil
+	}
+	w.depth++
+	if w.depth > maxDepth {
+		return errDepth
+	}
+	defer func() { w.depth-- }()
+	switch n.kind {
+	case kRecord:
+		for _, f := range n.fields {
+			if err := w.value(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	case kUnion:
+		i, err := w.long()
+		if err != nil {
+			return err
+		}
+		if i < 0 || i >= int64(len(n.branches)) {
+			return errIndex
+		}
+		return w.value(n.branches[i])
+	case kArray, kMap:
+		return w.blocks(n, true)
+	}
+	return w.skip(n)
+}
+
+// blocks walks the blocks of an array or map. When descending (deep) into a
+// block that carries a byte size, the size would no longer be right after
+// masking, so the block header is rewritten as a plain count. When only
+// copying, a sized block is skipped whole; when validating it is walked.
+func (w *walker) blocks(n *node, deep bool) error {
+	for {
+		hdr := w.pos
+		count, err := w.long()
+		if err != nil {
+			return err
+		}
+		if count == 0 {
+			return nil
+		}
+		end := -1
+		if count < 0 {
+			if count == -1<<63 {
+				return errLength
+			}
+			count = -count
+			size, err := w.long()
+			if err != nil {
+				return err
+			}
+			if size < 0 || size > int64(len(w.src)-w.pos) {
+				return errLength
+			}
+			if !deep && w.write {
+				w.pos += int(size)
+				continue
+			}
+			end = w.pos + int(size)
+			if deep && w.write {
+				w.dst = append(w.dst, w.src[w.mark:hdr]...)
+				w.dst = appendLong(w.dst, count)
+				w.mark = w.pos
+			}
+		}
+		if n.elem.zero && count > maxZeroItems || !n.elem.zero && count > int64(len(w.src)-w.pos) {
+			return errLength
+		}
+		for ; count > 0; count-- {
+			if n.kind == kMap {
+				if _, err := w.lenPrefixed(); err != nil {
+					return err
+				}
+			}
+			if deep {
+				err = w.value(n.elem)
+			} else {
+				err = w.skip(n.elem)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if end >= 0 && w.pos != end {
+			return errLength
+		}
+	}
+}
+
+// skip advances over one value of n, validating it.
+func (w *walker) skip(n *node) error {
+	switch n.kind {
+	case kNull:
+		return nil
+	case kBool:
+		if w.pos >= len(w.src) {
+			return errShort
+		}
+		if w.src[w.pos] > 1 {
+			return fmt.Errorf("masking: bad avro boolean %d", w.src[w.pos])
+		}
+		w.pos++
+		return nil
+	case kInt:
+		_, err := w.int()
+		return err
+	case kLong:
+		_, err := w.long()
+		return err
+	case kEnum:
+		i, err := w.int()
+		if err == nil && (i < 0 || i >= int64(n.size)) {
+			return errIndex
+		}
+		return err
+	case kFloat:
+		return w.advance(4)
+	case kDouble:
+		return w.advance(8)
+	case kFixed:
+		return w.advance(n.size)
+	case kBytes, kString:
+		_, err := w.lenPrefixed()
+		return err
+	}
+	w.depth++
+	if w.depth > maxDepth {
+		return errDepth
+	}
+	defer func() { w.depth-- }()
+	switch n.kind {
+	case kRecord:
+		for _, f := range n.fields {
+			if err := w.skip(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	case kUnion:
+		i, err := w.long()
+		if err != nil {
+			return err
+		}
+		if i < 0 || i >= int64(len(n.branches)) {
+			return errIndex
+		}
+		return w.skip(n.branches[i])
+	case kArray, kMap:
+		return w.blocks(n, false)
+	}
+	return fmt.Errorf("masking: unknown node kind %d", n.kind)
+}
+
+// replace writes the replacement of the value at src[start:pos].
+func (w *walker) replace(n *node, start int) {
+	w.dst = append(w.dst, w.src[w.mark:start]...)
+	w.mark = w.pos
+	a := n.act
+	if a.kind == actConst {
+		w.dst = append(w.dst, a.konst...)
+		return
+	}
+	// String or bytes: skip the length prefix of the original.
+	v := w.src[start:w.pos]
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x80 {
+			v = v[i+1:]
+			break
+		}
+	}
+	switch a.kind {
+	case actPartial:
+		w.dst = appendLong(w.dst, int64(partialLen(v, a.keepFirst, a.keepLast, a.maskChar)))
+		w.dst = appendPartial(w.dst, v, a.keepFirst, a.keepLast, a.maskChar)
+	case actHash:
+		w.dst = appendLong(w.dst, HashHexLen)
+		w.dst = a.key.appendHex(w.dst, v)
+	case actToken:
+		w.dst = appendLong(w.dst, int64(TokenLen))
+		w.dst = a.key.appendToken(w.dst, v)
+	}
+}
