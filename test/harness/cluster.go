@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -54,6 +56,8 @@ type Cluster struct {
 	conns  []Conn
 	reqs   []Request
 	leaks  []Leak
+
+	maxVersions map[int16]int16 // what the brokers advertise in ApiVersions
 }
 
 // ClusterConfig configures StartClusterWith.
@@ -97,7 +101,45 @@ func StartClusterWith(t testing.TB, cfg ClusterConfig) *Cluster {
 	}
 	c.Cluster = kc
 	t.Cleanup(kc.Close)
+	if cfg.TLS == nil {
+		if err := c.loadMaxVersions(); err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+	}
 	return c
+}
+
+// loadMaxVersions asks the first broker for its ApiVersions, then forgets the
+// connection and request, so the recording starts clean.
+func (c *Cluster) loadMaxVersions() error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()[0]))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
+	cl.Close()
+	if err != nil {
+		return fmt.Errorf("kfake ApiVersions: %v", err)
+	}
+	mv := make(map[int16]int16, len(resp.ApiKeys))
+	for _, k := range resp.ApiKeys {
+		mv[k.ApiKey] = k.MaxVersion
+	}
+	c.mu.Lock()
+	c.maxVersions = mv
+	c.conns, c.reqs, c.leaks = nil, nil, nil
+	c.mu.Unlock()
+	return nil
+}
+
+// MaxVersions returns the brokers' advertised max version per API key (nil
+// for a TLS cluster).
+func (c *Cluster) MaxVersions() map[int16]int16 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxVersions
 }
 
 // Addrs returns the brokers' listen addresses, in node id order.
@@ -160,11 +202,29 @@ func (c *Cluster) AssertOnlyGateway(t testing.TB) {
 }
 
 // AssertNoLeaks fails the test if any request kfake cannot handle reached a
-// broker.
+// broker, or a request used a key or version the brokers do not advertise.
 func (c *Cluster) AssertNoLeaks(t testing.TB) {
 	t.Helper()
 	for _, l := range c.Leaks() {
 		t.Errorf("request reached upstream broker %s: key %d version %d (%s)", l.Listener, l.Key, l.Version, l.Reason)
+	}
+	mv := c.MaxVersions()
+	if mv == nil {
+		return
+	}
+	bad := map[Request]bool{}
+	for _, r := range c.Requests() {
+		max, ok := mv[r.Key]
+		r.Listener = ""
+		switch {
+		case bad[r]:
+		case !ok:
+			bad[r] = true
+			t.Errorf("upstream received API key %d, which the brokers do not advertise", r.Key)
+		case r.Version > max:
+			bad[r] = true
+			t.Errorf("upstream received API key %d v%d, above the brokers' max v%d", r.Key, r.Version, max)
+		}
 	}
 }
 

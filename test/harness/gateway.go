@@ -131,7 +131,7 @@ func Merge(dst, src map[string]any) map[string]any {
 // StartGateway runs sluice in front of c with GatewayConfig merged with
 // extra, waits until /readyz answers 200, and stops it with SIGTERM when the
 // test ends, failing the test unless it exits 0 within 15s. Its log goes to
-// the test log if the test failed.
+// the test log if the test failed (or SLUICE_E2E_LOGS is set).
 func StartGateway(t testing.TB, c *Cluster, extra map[string]any, env ...string) *Gateway {
 	t.Helper()
 	cfg := Merge(GatewayConfig(t, c), extra)
@@ -177,7 +177,7 @@ func startGateway(t testing.TB, cfg map[string]any, env []string, c *Cluster) (*
 	}()
 	t.Cleanup(func() {
 		g.stop(t)
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SLUICE_E2E_LOGS") != "" {
 			t.Logf("sluice config:\n%s\nsluice log:\n%s", raw, g.logs.String())
 		}
 	})
@@ -247,9 +247,11 @@ func (g *Gateway) Stop() error {
 
 func (g *Gateway) stop(t testing.TB) {
 	already := g.Exited()
+	start := time.Now()
 	if err := g.Stop(); err != nil && !already {
 		t.Errorf("sluice shutdown: %v", err)
 	}
+	t.Logf("sluice stopped in %v", time.Since(start).Round(time.Millisecond))
 }
 
 // Brokers asks the gateway for metadata (with franz-go) and returns the
