@@ -43,27 +43,98 @@ func (d *Decision) GrantID() string {
 // output is the policy's decision document. Unknown keys are errors so a
 // typo in a policy ("allowed") is a deny, not a silent default.
 type output struct {
-	Allow       *bool            `json:"allow"`
-	Reason      string           `json:"reason"`
-	Obligations *outObligations  `json:"obligations"`
-	ExpiresAt   json.RawMessage  `json:"expires_at"`
-	Cache       *bool            `json:"cache"`
+	Allow       *bool           `json:"allow"`
+	Reason      string          `json:"reason"`
+	Obligations *outObligations `json:"obligations"`
+	ExpiresAt   json.RawMessage `json:"expires_at"`
+	Cache       *bool           `json:"cache"`
 }
 
 type outObligations struct {
-	GrantID   string             `json:"grant_id"`
-	Purpose   string             `json:"purpose"`
-	Mask      []filter.MaskRule  `json:"mask"`
-	RowFilter *filter.RowFilter  `json:"row_filter"`
+	GrantID   string            `json:"grant_id"`
+	Purpose   string            `json:"purpose"`
+	Mask      []filter.MaskRule `json:"mask"`
+	RowFilter *filter.RowFilter `json:"row_filter"`
 }
 
-// parseOutput converts the policy's result value into a Decision.
+// parseOutput converts the policy's result value (as OPA returns it:
+// map[string]any, []any, string, bool, json.Number, nil) into a Decision,
+// without a JSON round trip. Unknown keys are errors.
 func parseOutput(v any) (Decision, error) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return Decision{}, fmt.Errorf("policy: decision is not JSON: %w", err)
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("policy: decision must be an object, got %T", v)
 	}
-	return parseOutputJSON(raw)
+	var d Decision
+	seenAllow := false
+	for k, val := range m {
+		switch k {
+		case "allow":
+			b, ok := val.(bool)
+			if !ok {
+				return Decision{}, fmt.Errorf("policy: decision allow must be a boolean, got %T", val)
+			}
+			d.Allow, seenAllow = b, true
+		case "reason":
+			s, ok := val.(string)
+			if !ok {
+				return Decision{}, fmt.Errorf("policy: decision reason must be a string, got %T", val)
+			}
+			d.Reason = s
+		case "cache":
+			b, ok := val.(bool)
+			if !ok {
+				return Decision{}, fmt.Errorf("policy: decision cache must be a boolean, got %T", val)
+			}
+			d.NoCache = !b
+		case "expires_at":
+			t, err := timeValue(val)
+			if err != nil {
+				return Decision{}, fmt.Errorf("policy: decision expires_at: %w", err)
+			}
+			d.ExpiresAt = t
+		case "obligations":
+			if val == nil {
+				continue
+			}
+			raw, err := json.Marshal(val)
+			if err != nil {
+				return Decision{}, fmt.Errorf("policy: decision obligations: %w", err)
+			}
+			var o outObligations
+			if err := strictUnmarshal(raw, &o); err != nil {
+				return Decision{}, fmt.Errorf("policy: malformed obligations: %w", err)
+			}
+			ob := &filter.Obligations{GrantID: o.GrantID, Purpose: o.Purpose, Mask: o.Mask, RowFilter: o.RowFilter}
+			if err := checkObligations(ob); err != nil {
+				return Decision{}, err
+			}
+			d.Obligations = ob
+		default:
+			return Decision{}, fmt.Errorf("policy: decision has unknown key %q", k)
+		}
+	}
+	if !seenAllow {
+		return Decision{}, fmt.Errorf("policy: decision has no allow field")
+	}
+	if !d.Allow {
+		d.Obligations = nil
+	}
+	return d, nil
+}
+
+func timeValue(v any) (time.Time, error) {
+	switch t := v.(type) {
+	case nil:
+		return time.Time{}, nil
+	case string:
+		return time.Parse(time.RFC3339Nano, t)
+	case json.Number:
+		return parseTime(json.RawMessage(t))
+	case float64:
+		return time.Unix(0, int64(t)), nil
+	}
+	return time.Time{}, fmt.Errorf("want an RFC 3339 string or unix nanoseconds, got %T", v)
 }
 
 func parseOutputJSON(raw []byte) (Decision, error) {

@@ -215,6 +215,9 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 		if d, ok := rev.cache.get(&k, nowNS); ok {
 			out := *d
 			out.Cached = true
+			if !p.Expires.IsZero() && (out.ExpiresAt.IsZero() || p.Expires.Before(out.ExpiresAt)) {
+				out.ExpiresAt = p.Expires
+			}
 			if out.Allow {
 				e.m.allow[1].Inc()
 			} else {

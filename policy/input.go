@@ -140,6 +140,48 @@ func apiName(key int16) string {
 
 func str(s string) *ast.Term { return ast.StringTerm(s) }
 
+// Keys and enum values of the input document, built once: terms are never
+// modified by evaluation, so they can be shared between inputs.
+var (
+	kPrincipal, kAction, kResource, kRequest, kTime               = str("principal"), str("action"), str("resource"), str("request"), str("time")
+	kID, kOrg, kMechanism, kRoles, kAttributes, kExpires          = str("id"), str("org"), str("mechanism"), str("roles"), str("attributes"), str("expires")
+	kType, kName, kLabels                                         = str("type"), str("name"), str("labels")
+	kAPIKey, kAPIName, kAPIVersion, kClientID, kSource, kListener = str("api_key"), str("api_name"), str("api_version"), str("client_id"), str("source_address"), str("listener")
+	kRFC3339, kNS                                                 = str("rfc3339"), str("ns")
+
+	actionTerms   [numActions]*ast.Term
+	resourceTerms [numResourceTypes]*ast.Term
+	apiNameTerms  = map[int16]*ast.Term{}
+	emptyObject   = ast.NewTerm(ast.NewObject())
+	emptyArray    = ast.ArrayTerm()
+)
+
+func init() {
+	for a := Action(0); a < numActions; a++ {
+		actionTerms[a] = str(a.String())
+	}
+	for r := ResourceType(0); r < numResourceTypes; r++ {
+		resourceTerms[r] = str(r.String())
+	}
+	for k := int16(0); kmsg.RequestForKey(k) != nil; k++ {
+		apiNameTerms[k] = str(apiName(k))
+	}
+}
+
+func actionTerm(a Action) *ast.Term {
+	if a >= numActions {
+		a = 0
+	}
+	return actionTerms[a]
+}
+
+func resourceTerm(r ResourceType) *ast.Term {
+	if r >= numResourceTypes {
+		r = 0
+	}
+	return resourceTerms[r]
+}
+
 // input builds the OPA input document for q, with labels the resource's
 // labels from the data.
 func (q *Query) input(labels ast.Value) ast.Value {
@@ -147,57 +189,70 @@ func (q *Query) input(labels ast.Value) ast.Value {
 	if p == nil {
 		p = filter.Anonymous
 	}
-	roles := make([]*ast.Term, len(p.Roles))
-	for i, r := range p.Roles {
-		roles[i] = str(r)
+	roles := emptyArray
+	if len(p.Roles) > 0 {
+		rs := make([]*ast.Term, len(p.Roles))
+		for i, r := range p.Roles {
+			rs[i] = str(r)
+		}
+		roles = ast.ArrayTerm(rs...)
 	}
-	attrs := ast.NewObject()
-	for k, v := range p.Attributes {
-		attrs.Insert(str(k), str(v))
+	attrs := emptyObject
+	if len(p.Attributes) > 0 {
+		o := ast.NewObject()
+		for k, v := range p.Attributes {
+			o.Insert(str(k), str(v))
+		}
+		attrs = ast.NewTerm(o)
 	}
 	principal := ast.NewObject(
-		ast.Item(str("id"), str(p.ID)),
-		ast.Item(str("org"), str(p.Org)),
-		ast.Item(str("mechanism"), str(p.Mechanism)),
-		ast.Item(str("roles"), ast.ArrayTerm(roles...)),
-		ast.Item(str("attributes"), ast.NewTerm(attrs)),
+		[2]*ast.Term{kID, str(p.ID)},
+		[2]*ast.Term{kOrg, str(p.Org)},
+		[2]*ast.Term{kMechanism, str(p.Mechanism)},
+		[2]*ast.Term{kRoles, roles},
+		[2]*ast.Term{kAttributes, attrs},
 	)
 	if !p.Expires.IsZero() {
-		principal.Insert(str("expires"), str(p.Expires.UTC().Format(time.RFC3339Nano)))
+		principal.Insert(kExpires, str(p.Expires.UTC().Format(time.RFC3339Nano)))
 	}
-	if labels == nil {
-		labels = ast.NewObject()
+	lt := emptyObject
+	if labels != nil {
+		lt = ast.NewTerm(labels)
 	}
 	resource := ast.NewObject(
-		ast.Item(str("type"), str(q.Resource.String())),
-		ast.Item(str("name"), str(q.Name)),
-		ast.Item(str("labels"), ast.NewTerm(labels)),
+		[2]*ast.Term{kType, resourceTerm(q.Resource)},
+		[2]*ast.Term{kName, str(q.Name)},
+		[2]*ast.Term{kLabels, lt},
 	)
 	src := ""
 	if q.Source.IsValid() {
 		src = q.Source.Addr().String()
 	}
+	name, ok := apiNameTerms[q.APIKey]
+	if !ok {
+		name = str(apiName(q.APIKey))
+	}
 	request := ast.NewObject(
-		ast.Item(str("api_key"), ast.IntNumberTerm(int(q.APIKey))),
-		ast.Item(str("api_name"), str(apiName(q.APIKey))),
-		ast.Item(str("api_version"), ast.IntNumberTerm(int(q.APIVersion))),
-		ast.Item(str("client_id"), str(q.ClientID)),
-		ast.Item(str("source_address"), str(src)),
-		ast.Item(str("listener"), str(q.Listener)),
+		[2]*ast.Term{kAPIKey, ast.InternedTerm(int(q.APIKey))},
+		[2]*ast.Term{kAPIName, name},
+		[2]*ast.Term{kAPIVersion, ast.InternedTerm(int(q.APIVersion))},
+		[2]*ast.Term{kClientID, str(q.ClientID)},
+		[2]*ast.Term{kSource, str(src)},
+		[2]*ast.Term{kListener, str(q.Listener)},
 	)
 	now := q.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	tm := ast.NewObject(
-		ast.Item(str("rfc3339"), str(now.UTC().Format(time.RFC3339Nano))),
-		ast.Item(str("ns"), ast.NewTerm(ast.Number(strconv.FormatInt(now.UnixNano(), 10)))),
+		[2]*ast.Term{kRFC3339, str(now.UTC().Format(time.RFC3339Nano))},
+		[2]*ast.Term{kNS, ast.NewTerm(ast.Number(strconv.FormatInt(now.UnixNano(), 10)))},
 	)
 	return ast.NewObject(
-		ast.Item(str("principal"), ast.NewTerm(principal)),
-		ast.Item(str("action"), str(q.Action.String())),
-		ast.Item(str("resource"), ast.NewTerm(resource)),
-		ast.Item(str("request"), ast.NewTerm(request)),
-		ast.Item(str("time"), ast.NewTerm(tm)),
+		[2]*ast.Term{kPrincipal, ast.NewTerm(principal)},
+		[2]*ast.Term{kAction, actionTerm(q.Action)},
+		[2]*ast.Term{kResource, ast.NewTerm(resource)},
+		[2]*ast.Term{kRequest, ast.NewTerm(request)},
+		[2]*ast.Term{kTime, ast.NewTerm(tm)},
 	)
 }

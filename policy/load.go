@@ -262,7 +262,7 @@ func runTestsOn(ctx context.Context, s *sources, w io.Writer) (bool, error) {
 		SetStore(store).
 		SetModules(mods).
 		SetDefaultRegoVersion(ast.RegoV1).
-		SetTimeout(30 * time.Second).
+		SetTimeout(30*time.Second).
 		RunTests(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("policy: running tests: %w", err)
