@@ -45,8 +45,10 @@ type Auditor struct {
 	key      []byte
 	priv     ed25519.PrivateKey
 
-	client *kgo.Client
-	spool  *spool
+	client  *kgo.Client
+	spoolMu sync.Mutex // guards spool between shipper and replayer
+	spool   *spool
+	kick    chan struct{} // wakes the replayer
 
 	mu      sync.RWMutex // guards closed against enqueuers
 	closed  bool
@@ -138,6 +140,7 @@ func New(cfg Config, opts []kgo.Opt, reg prometheus.Registerer, log *zap.Logger)
 		out:      make(chan []byte, cfg.QueueSize),
 		seqDone:  make(chan struct{}),
 		shipDone: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
 		prev:     zeroHash,
 		folds:    make(map[foldKey]*fold),
 	}
@@ -192,7 +195,7 @@ func (a *Auditor) QueueDepth() int { return len(a.in) + len(a.out) }
 // fail_closed. It is cheap: an atomic load.
 func (a *Auditor) Healthy() error {
 	if s := a.health.Load(); s != nil {
-		return errors.New(*s)
+		return errors.New("audit: unavailable: " + *s)
 	}
 	return nil
 }
@@ -222,7 +225,10 @@ func (a *Auditor) Close(ctx context.Context) error {
 	if err := a.spool.close(); err != nil {
 		errs = append(errs, err)
 	}
-	if n := a.spool.pending(); n > 0 {
+	a.spoolMu.Lock()
+	n := a.spool.pending()
+	a.spoolMu.Unlock()
+	if n > 0 {
 		errs = append(errs, fmt.Errorf("audit: close: %d bytes left in spool %s for the next start", n, a.cfg.Spool.Dir))
 	}
 	if ctx.Err() != nil {

@@ -20,7 +20,7 @@ type deniedKey struct{}
 // NewFilter returns the audit filter. It wants every API key, so it sits
 // after the policy filter in the chain (authn -> policy -> audit -> mask):
 //
-//   - OnRequest refuses the request with DenyCode ("audit unavailable: ...")
+//   - OnRequest refuses the request with DenyCode ("audit unavailable: <why>")
 //     while a.Healthy() fails (spool full or unwritable under
 //     fail_closed); ApiVersions and SASL are always let through.
 //   - OnResponse turns x.Decisions into events, with per-topic records
@@ -39,8 +39,8 @@ func (f *auditFilter) Name() string { return "audit" }
 func (f *auditFilter) Wants(int16) bool { return true }
 
 func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
-	err := f.a.Healthy()
-	if err == nil {
+	reason := f.a.health.Load()
+	if reason == nil {
 		return nil
 	}
 	switch x.Key {
@@ -49,7 +49,7 @@ func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	}
 	f.a.m.deniedReqs.Inc()
 	x.Set(deniedKey{}, true)
-	return filter.Deny(DenyCode, err.Error())
+	return filter.Deny(DenyCode, "audit unavailable: "+*reason)
 }
 
 func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error {

@@ -16,86 +16,69 @@ const (
 	maxBatchBytes = 4 << 20 // bytes per replay read
 )
 
-// ship is the only goroutine writing records and touching the spool. The
+// ship is the only goroutine taking records from the sequencer. The
 // invariant that keeps the chain in order on the topic: a record goes to
-// the topic directly only while the spool is empty and nothing is held;
-// otherwise it goes behind them, and the spool is replayed oldest first.
+// the topic directly only while the spool is empty and nothing is held in
+// memory; otherwise it goes behind them, and the replayer goroutine writes
+// the spool to the topic oldest first. Replays never block shipping, so a
+// slow or dead cluster does not back up the queue while the spool has
+// room.
 func (a *Auditor) ship() {
 	defer close(a.shipDone)
 	a.ensureTopic()
-	var held [][]byte // records that fit neither topic nor spool
-	var lastTry time.Time
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
-	for {
-		if a.spool.empty() && len(held) == 0 {
-			if a.out == nil { // closed while degraded, now drained
-				return
-			}
-			b, ok := <-a.out
-			if !ok {
-				return
-			}
-			batch := a.drainOut([][]byte{b})
-			written, failed := a.produce(a.writeCtx(), batch)
-			a.m.written.Add(float64(written))
-			if len(failed) > 0 {
-				held = a.toSpool(held, failed)
-				lastTry = time.Now()
-			}
-			continue
-		}
+	stop, replayDone := make(chan struct{}), make(chan struct{})
+	go a.replayer(stop, replayDone)
+	defer func() { close(stop); <-replayDone }()
 
-		// Degraded: the spool (or memory) holds older records.
-		if len(held) > 0 {
-			held = a.toSpool(held[:0:0], held)
-		}
-		stopping := a.stopping()
-		if time.Since(lastTry) >= a.cfg.RetryInterval || stopping {
-			lastTry = time.Now()
-			if a.replay() {
-				lastTry = time.Time{} // progress: keep draining
-				continue
-			}
-		}
-		if stopping && a.stopExpired() {
-			a.finalSpool(held)
-			return
-		}
-		outC := a.out
+	var held [][]byte // records that fit neither topic nor spool (fail_closed)
+	tick := time.NewTicker(a.cfg.RetryInterval)
+	defer tick.Stop()
+	out := a.out
+	for out != nil {
+		outC := out
 		if len(held) >= a.cfg.QueueSize {
-			outC = nil // backpressure: stop taking records until the spool drains
+			outC = nil // backpressure until the spool has room again
 		}
-		wait := a.cfg.RetryInterval - time.Since(lastTry)
-		retry.Reset(max(wait, time.Millisecond))
 		select {
 		case b, ok := <-outC:
 			if !ok {
-				a.out = nil // closed: stop selecting it, keep draining the spool until the deadline
-				if a.spool.empty() && len(held) == 0 {
-					return
-				}
-				continue
+				out = nil
+				break
 			}
-			batch := a.drainOut([][]byte{b})
-			held = a.toSpool(held, batch)
-		case <-retry.C:
-		case <-a.stopDone():
+			held = a.deliver(held, drainOut(out, [][]byte{b}))
+		case <-tick.C:
+			if len(held) > 0 {
+				held = a.deliver(held, nil)
+			}
 		}
-		if !retry.Stop() {
-			select {
-			case <-retry.C:
-			default:
-			}
+	}
+	// Closed: wait for the spool to drain until Close's deadline.
+	for {
+		if len(held) > 0 {
+			held = a.deliver(held, nil)
+		}
+		a.spoolMu.Lock()
+		empty := a.spool.empty()
+		a.spoolMu.Unlock()
+		if len(held) == 0 && empty {
+			return
+		}
+		if a.stopExpired() {
+			a.finalSpool(held)
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-a.stopDone():
 		}
 	}
 }
 
 // drainOut adds whatever else is ready, up to maxBatch records.
-func (a *Auditor) drainOut(batch [][]byte) [][]byte {
+func drainOut(out chan []byte, batch [][]byte) [][]byte {
 	for len(batch) < maxBatch {
 		select {
-		case b, ok := <-a.out:
+		case b, ok := <-out:
 			if !ok {
 				return batch
 			}
@@ -107,56 +90,115 @@ func (a *Auditor) drainOut(batch [][]byte) [][]byte {
 	return batch
 }
 
-// toSpool spools batch behind held (keeping order) and returns what still
+// deliver writes batch to the topic if nothing older waits, else (or if
+// the write fails) behind held into the spool, and returns what still
 // could not be spooled, updating health.
-func (a *Auditor) toSpool(held, batch [][]byte) [][]byte {
-	reason := "spool full"
-	if len(held) == 0 {
-		err := a.spool.append(batch)
-		if err != nil && !errors.Is(err, errSpoolFull) {
-			reason = "spool not writable: " + err.Error()
-		}
-		if err == nil {
-			a.m.spooled.Add(float64(len(batch)))
-			a.spoolBytes.Store(a.spool.pending())
-			a.setHealth(nil)
+func (a *Auditor) deliver(held, batch [][]byte) [][]byte {
+	a.spoolMu.Lock()
+	direct := len(held) == 0 && a.spool.empty()
+	a.spoolMu.Unlock()
+	if direct && len(batch) > 0 {
+		written, failed := a.produce(a.writeCtx(), batch)
+		a.m.written.Add(float64(written))
+		if len(failed) == 0 {
 			return nil
 		}
-		a.log.Warn("audit spool cannot take events", zap.Error(err), zap.Int("events", len(batch)))
-		held = batch
-	} else {
+		batch = failed
+	}
+	a.spoolMu.Lock()
+	defer a.spoolMu.Unlock()
+	var err error
+	if len(held) > 0 {
+		if err = a.spool.append(held); err == nil {
+			a.m.spooled.Add(float64(len(held)))
+			held = nil
+		}
+	}
+	if len(batch) > 0 {
+		if len(held) == 0 {
+			if err = a.spool.append(batch); err == nil {
+				a.m.spooled.Add(float64(len(batch)))
+				batch = nil
+			}
+		}
 		held = append(held, batch...)
+	}
+	a.spoolBytes.Store(a.spool.pending())
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+	if len(held) == 0 {
+		a.setHealth(nil)
+		return nil
 	}
 	if a.cfg.OnSpoolFull == FailOpen {
 		a.m.dropped.Add(float64(len(held)))
+		a.log.Error("audit events dropped: spool cannot take them (fail_open)", zap.Int("events", len(held)), zap.Error(err))
 		return nil
 	}
-	msg := "audit: unavailable: " + reason
-	if le := a.lastErr.Load(); le != nil {
-		msg += "; topic write failed: " + *le
+	reason := "spool full"
+	if err != nil && !errors.Is(err, errSpoolFull) {
+		reason = "spool not writable: " + err.Error()
 	}
-	a.setHealth(&msg)
+	if le := a.lastErr.Load(); le != nil {
+		reason += "; topic write failed: " + *le
+	}
+	a.setHealth(&reason)
 	return held
 }
 
-func (a *Auditor) setHealth(msg *string) {
-	if msg == nil {
+func (a *Auditor) setHealth(reason *string) {
+	if reason == nil {
 		if a.health.Swap(nil) != nil {
 			a.m.failingClose.Set(0)
 			a.log.Info("audit recovered: serving requests again")
 		}
 		return
 	}
-	if a.health.Swap(msg) == nil {
+	if a.health.Swap(reason) == nil {
 		a.m.failingClose.Set(1)
-		a.log.Error("audit failing closed: denying new requests", zap.String("reason", *msg))
+		a.log.Error("audit failing closed: denying new requests", zap.String("reason", *reason))
+	}
+}
+
+// replayer writes the spool to the topic, oldest first, whenever it is not
+// empty; after a failed attempt it waits RetryInterval.
+func (a *Auditor) replayer(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTimer(a.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-a.kick:
+		case <-t.C:
+		}
+		for a.replay() {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+		// Back off before the next attempt, whatever kicks arrive.
+		t.Reset(a.cfg.RetryInterval)
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		t.Reset(a.cfg.RetryInterval)
 	}
 }
 
 // replay writes the oldest spooled records to the topic and reports
-// whether it made progress.
+// whether all of them were written and more may be waiting.
 func (a *Auditor) replay() bool {
+	a.spoolMu.Lock()
 	vals, next, err := a.spool.peek(maxBatch, maxBatchBytes)
+	roff := a.spool.roff
 	if err != nil && len(vals) == 0 {
 		a.log.Error("audit spool record unreadable; skipping the rest of its segment", zap.Error(err))
 		a.m.dropped.Inc()
@@ -164,8 +206,10 @@ func (a *Auditor) replay() bool {
 			a.log.Error("audit spool", zap.Error(err))
 		}
 		a.spoolBytes.Store(a.spool.pending())
+		a.spoolMu.Unlock()
 		return true
 	}
+	a.spoolMu.Unlock()
 	if len(vals) == 0 {
 		return false
 	}
@@ -176,20 +220,23 @@ func (a *Auditor) replay() bool {
 	off := next
 	if len(failed) > 0 {
 		// Release only the written prefix.
-		off = a.spool.roff
+		off = roff
 		for _, v := range vals[:len(vals)-len(failed)] {
 			off += spoolHeader + int64(len(v))
 		}
 	}
+	a.spoolMu.Lock()
 	if err := a.spool.advance(off); err != nil {
 		a.log.Error("audit spool", zap.Error(err))
 	}
-	a.m.replayed.Add(float64(written))
 	a.spoolBytes.Store(a.spool.pending())
-	if a.spool.empty() {
+	empty := a.spool.empty()
+	a.spoolMu.Unlock()
+	a.m.replayed.Add(float64(written))
+	if empty {
 		a.log.Info("audit spool drained")
 	}
-	return len(failed) == 0
+	return len(failed) == 0 && !empty
 }
 
 // produce writes records in order and returns how many were written and
@@ -223,10 +270,11 @@ func (a *Auditor) produce(ctx context.Context, vals [][]byte) (int, [][]byte) {
 	if firstErr != nil {
 		a.m.produceErrs.Inc()
 		s := firstErr.Error()
-		a.lastErr.Store(&s)
-		a.log.Warn("audit topic write failed; spooling", zap.Error(firstErr), zap.Int("events", len(failed)))
-	} else {
-		a.lastErr.Store(nil)
+		if a.lastErr.Swap(&s) == nil {
+			a.log.Warn("audit topic write failed; spooling until it recovers", zap.Error(firstErr), zap.Int("events", len(failed)))
+		}
+	} else if a.lastErr.Swap(nil) != nil {
+		a.log.Info("audit topic writable again")
 	}
 	return written, failed
 }
@@ -239,8 +287,6 @@ func (a *Auditor) writeCtx() context.Context {
 	return context.Background()
 }
 
-func (a *Auditor) stopping() bool { return a.stopCtx.Load() != nil }
-
 func (a *Auditor) stopExpired() bool { return a.writeCtx().Err() != nil }
 
 func (a *Auditor) stopDone() <-chan struct{} {
@@ -251,16 +297,12 @@ func (a *Auditor) stopDone() <-chan struct{} {
 }
 
 // finalSpool spools what is left in memory when Close's deadline passes.
-func (a *Auditor) finalSpool(held [][]byte) {
-	rest := held
-	if a.out != nil {
-		for b := range a.out {
-			rest = append(rest, b)
-		}
-	}
+func (a *Auditor) finalSpool(rest [][]byte) {
 	if len(rest) == 0 {
 		return
 	}
+	a.spoolMu.Lock()
+	defer a.spoolMu.Unlock()
 	if err := a.spool.append(rest); err != nil {
 		a.m.dropped.Add(float64(len(rest)))
 		a.log.Error("audit events lost at shutdown", zap.Int("events", len(rest)), zap.Error(err))

@@ -1,0 +1,153 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+// checkAll asserts the topic holds exactly n decision events for topics
+// "t0".."t<n-1>" in order, and verifies.
+func checkAll(t *testing.T, env *testEnv, n int) {
+	t.Helper()
+	recs, evs := events(t, env.cl)
+	i := 0
+	for _, e := range evs {
+		if e.Data.Kind != KindDecision {
+			continue
+		}
+		if want := "t" + strconv.Itoa(i); e.Data.Resource != want {
+			t.Fatalf("decision %d is for %s, want %s", i, e.Data.Resource, want)
+		}
+		i++
+	}
+	if i != n {
+		t.Fatalf("%d decision events in the topic, want %d", i, n)
+	}
+	rep := VerifyRecords(recs, env.pub)
+	if !rep.OK() {
+		var b bytes.Buffer
+		rep.WriteText(&b)
+		t.Fatalf("verify:\n%s", b.String())
+	}
+}
+
+func TestSpoolAndReplayInOrder(t *testing.T) {
+	cl := newCluster(t)
+	env := start(t, cl, testConfig(t))
+	f := NewFilter(env.a)
+	ctx := context.Background()
+	c := testConn(1, alice)
+	n := 0
+	send := func(k int) {
+		for range k {
+			f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
+			n++
+		}
+	}
+	send(20)
+	waitFor(t, "first events written", func() bool { return metricValue(env.a.m.written) >= 20 })
+
+	cl.failing.Store(true)
+	send(50)
+	waitFor(t, "events spooled", func() bool { return metricValue(env.a.m.spooled) >= 50 })
+	if env.a.Healthy() != nil {
+		t.Fatal("unhealthy while the spool has room")
+	}
+	if env.a.spoolBytes.Load() == 0 {
+		t.Fatal("spool bytes gauge is 0")
+	}
+	send(30) // still behind the spool
+
+	cl.failing.Store(false)
+	waitFor(t, "spool drained", func() bool { return env.a.spoolBytes.Load() == 0 && metricValue(env.a.m.replayed) >= 80 })
+	send(10)
+	env.close(t)
+	checkAll(t, env, 110)
+	if got := metricValue(env.a.m.written) + metricValue(env.a.m.replayed); got < 110 {
+		t.Errorf("written+replayed = %v", got)
+	}
+}
+
+func TestSpoolFullFailsClosed(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.Spool.MaxBytes = 8192
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	ctx := context.Background()
+	c := testConn(1, alice)
+
+	cl.failing.Store(true)
+	n := 0
+	for env.a.Healthy() == nil {
+		if n > 1000 {
+			t.Fatal("spool never filled")
+		}
+		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
+		n++
+		if n%10 == 0 {
+			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
+		}
+	}
+	if metricValue(env.a.m.failingClose) != 1 {
+		t.Error("failing_closed gauge not 1")
+	}
+	x := exchange(c, 0)
+	err := f.OnRequest(ctx, x)
+	d, ok := filter.AsDenial(err)
+	if !ok || d.Code != DenyCode {
+		t.Fatalf("OnRequest while failing closed = %v, want denial code %d", err, DenyCode)
+	}
+	t.Logf("denial: %s", d.Reason)
+	// ApiVersions still passes so clients can connect.
+	if err := f.OnRequest(ctx, exchange(c, 18)); err != nil {
+		t.Fatalf("ApiVersions denied: %v", err)
+	}
+	// A denied exchange produces no event.
+	x.Decisions = []filter.Decision{denyTopic("never")}
+	f.OnResponse(ctx, x)
+
+	cl.failing.Store(false)
+	waitFor(t, "healthy again", func() bool { return env.a.Healthy() == nil })
+	if err := f.OnRequest(ctx, exchange(c, 0)); err != nil {
+		t.Fatalf("still denied after recovery: %v", err)
+	}
+	if metricValue(env.a.m.failingClose) != 0 {
+		t.Error("failing_closed gauge not 0")
+	}
+	env.close(t)
+	checkAll(t, env, n)
+}
+
+func TestSpoolSurvivesRestart(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	c := testConn(1, alice)
+	cl.failing.Store(true)
+	for i := range 20 {
+		f.OnResponse(context.Background(), exchange(c, 0, denyTopic(fmt.Sprintf("t%d", i))))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*1e6)
+	err := env.a.Close(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("close with an unwritable topic reported no error")
+	}
+	cl.failing.Store(false)
+	// Same spool and key: the next run replays the old chain first.
+	env2 := start(t, cl, env.cfg)
+	NewFilter(env2.a).OnResponse(context.Background(), exchange(c, 0, denyTopic("t20")))
+	env2.close(t)
+	checkAll(t, env2, 21)
+	recs, _ := events(t, cl)
+	if rep := VerifyRecords(recs, env.pub); len(rep.Chains) != 2 {
+		t.Fatalf("want 2 chains, got %+v", rep.Chains)
+	}
+}
