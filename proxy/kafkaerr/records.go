@@ -1,0 +1,88 @@
+package kafkaerr
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+// Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DeleteRecords,
+// DescribeProducers: topics with partitions.
+
+func init() {
+	register(0, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.ProduceRequest), s.(*kmsg.ProduceResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+	register(1, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.FetchRequest), s.(*kmsg.FetchResponse)
+		resp.SessionID = req.SessionID
+		for _, t := range req.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+	register(2, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.ListOffsetsRequest), s.(*kmsg.ListOffsetsResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewListOffsetsResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewListOffsetsResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+	register(21, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.DeleteRecordsRequest), s.(*kmsg.DeleteRecordsResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewDeleteRecordsResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewDeleteRecordsResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+	register(23, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.OffsetForLeaderEpochRequest), s.(*kmsg.OffsetForLeaderEpochResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+	register(61, func(r kmsg.Request, s kmsg.Response, code int16) {
+		req, resp := r.(*kmsg.DescribeProducersRequest), s.(*kmsg.DescribeProducersResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewDescribeProducersResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewDescribeProducersResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+	})
+}
