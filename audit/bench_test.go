@@ -1,0 +1,72 @@
+package audit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// BenchmarkOnResponse measures the audit filter's cost per decision on the
+// request path: building the item and handing it to the queue. The sink
+// runs concurrently against kfake; if it could not keep up, the queue
+// would fill and the cost would show it.
+func BenchmarkOnResponse(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		d    filter.Decision
+	}{
+		{"allow_folded", allowTopic("orders", 0)},
+		{"deny_each_an_event", denyTopic("orders")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cl := newCluster(b)
+			cfg := testConfig(b)
+			cfg.FoldWindow = time.Second
+			env := start(b, cl, cfg)
+			f := NewFilter(env.a)
+			c := testConn(1, alice)
+			x := exchange(c, 0, bc.d)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := f.OnResponse(ctx, x); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			env.close(b)
+		})
+	}
+}
+
+// BenchmarkOnResponseProduce includes counting records in a Produce
+// request with 4 partitions.
+func BenchmarkOnResponseProduce(b *testing.B) {
+	cl := newCluster(b)
+	env := start(b, cl, testConfig(b))
+	f := NewFilter(env.a)
+	req := kmsg.NewPtrProduceRequest()
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = "orders"
+	for p := range int32(4) {
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition = p
+		rp.Records = batchBytes(b, 10, false)
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	x := exchange(testConn(1, alice), 0, allowTopic("orders", 0, 1, 2, 3))
+	x.Request = req
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		f.OnResponse(ctx, x)
+	}
+	b.StopTimer()
+	env.close(b)
+}
