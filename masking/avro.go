@@ -393,8 +393,12 @@ func (c *compiler) target(s avro.Schema, r *rule, field *avro.Field) (*node, err
 		n.branches = make([]*node, len(u.Types()))
 		for i, b := range u.Types() {
 			b = deref(b)
-			if b.Type() == avro.Null {
-				n.branches[i], _ = c.plain(b)
+			if b.Type() == avro.Null || r.strategy == strategyExtract && !scalar(b) {
+				// Null stays null; a row filter never matches a
+				// non-scalar branch.
+				if n.branches[i], err = c.plain(b); err != nil {
+					return nil, err
+				}
 				continue
 			}
 			if n.branches[i], err = c.target(b, r, nil); err != nil {
@@ -532,4 +536,12 @@ func appendLong(dst []byte, v int64) []byte {
 
 func appendBytes(dst, b []byte) []byte {
 	return append(appendLong(dst, int64(len(b))), b...)
+}
+
+func scalar(s avro.Schema) bool {
+	switch s.Type() {
+	case avro.String, avro.Bytes, avro.Int, avro.Long, avro.Boolean, avro.Enum:
+		return true
+	}
+	return false
 }

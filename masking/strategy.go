@@ -211,7 +211,22 @@ func (k *keyedHash) appendToken(dst, data []byte) []byte {
 }
 
 // partialLen returns the byte length of partial's output for s.
+func isASCII(s []byte) bool {
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 func partialLen(s []byte, keepFirst, keepLast int, maskChar string) int {
+	if isASCII(s) {
+		if len(s) <= keepFirst+keepLast {
+			return len(s) * len(maskChar)
+		}
+		return keepFirst + keepLast + (len(s)-keepFirst-keepLast)*len(maskChar)
+	}
 	n := utf8.RuneCount(s)
 	if n <= keepFirst+keepLast {
 		return n * len(maskChar)
@@ -226,6 +241,16 @@ func partialLen(s []byte, keepFirst, keepLast int, maskChar string) int {
 // than are kept, every character is masked, so a short value is never shown
 // whole.
 func appendPartial(dst, s []byte, keepFirst, keepLast int, maskChar string) []byte {
+	if len(maskChar) == 1 && isASCII(s) {
+		if len(s) <= keepFirst+keepLast {
+			keepFirst, keepLast = 0, 0
+		}
+		dst = append(dst, s[:keepFirst]...)
+		for range len(s) - keepFirst - keepLast {
+			dst = append(dst, maskChar[0])
+		}
+		return append(dst, s[len(s)-keepLast:]...)
+	}
 	n := utf8.RuneCount(s)
 	if n <= keepFirst+keepLast {
 		for range n {

@@ -38,6 +38,11 @@ type walker struct {
 }
 
 func (w *walker) long() (int64, error) {
+	if w.pos < len(w.src) && w.src[w.pos] < 0x80 {
+		u := uint64(w.src[w.pos])
+		w.pos++
+		return int64(u>>1) ^ -int64(u&1), nil
+	}
 	var u uint64
 	var s uint
 	for i := 0; i < 10; i++ {
@@ -109,11 +114,11 @@ func (w *walker) value(n *node) error {
 		}
 		return nil
 	}
+	// Errors abort the whole walk, so depth is only restored on success.
 	w.depth++
 	if w.depth > maxDepth {
 		return errDepth
 	}
-	defer func() { w.depth-- }()
 	switch n.kind {
 	case kRecord:
 		for _, f := range n.fields {
@@ -121,7 +126,6 @@ func (w *walker) value(n *node) error {
 				return err
 			}
 		}
-		return nil
 	case kUnion:
 		i, err := w.long()
 		if err != nil {
@@ -130,11 +134,20 @@ func (w *walker) value(n *node) error {
 		if i < 0 || i >= int64(len(n.branches)) {
 			return errIndex
 		}
-		return w.value(n.branches[i])
+		if err := w.value(n.branches[i]); err != nil {
+			return err
+		}
 	case kArray, kMap:
-		return w.blocks(n, true)
+		if err := w.blocks(n, true); err != nil {
+			return err
+		}
+	default:
+		if err := w.skip(n); err != nil {
+			return err
+		}
 	}
-	return w.skip(n)
+	w.depth--
+	return nil
 }
 
 // blocks walks the blocks of an array or map. When descending (deep) into a
@@ -239,15 +252,31 @@ func (w *walker) skip(n *node) error {
 	if w.depth > maxDepth {
 		return errDepth
 	}
-	defer func() { w.depth-- }()
 	switch n.kind {
 	case kRecord:
 		for _, f := range n.fields {
+			// Inline the common leaves; recurse for the rest.
+			switch f.kind {
+			case kString, kBytes:
+				l, err := w.long()
+				if err != nil {
+					return err
+				}
+				if l < 0 || l > int64(len(w.src)-w.pos) {
+					return errLength
+				}
+				w.pos += int(l)
+				continue
+			case kLong:
+				if _, err := w.long(); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := w.skip(f); err != nil {
 				return err
 			}
 		}
-		return nil
 	case kUnion:
 		i, err := w.long()
 		if err != nil {
@@ -256,11 +285,18 @@ func (w *walker) skip(n *node) error {
 		if i < 0 || i >= int64(len(n.branches)) {
 			return errIndex
 		}
-		return w.skip(n.branches[i])
+		if err := w.skip(n.branches[i]); err != nil {
+			return err
+		}
 	case kArray, kMap:
-		return w.blocks(n, false)
+		if err := w.blocks(n, false); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("masking: unknown node kind %d", n.kind)
 	}
-	return fmt.Errorf("masking: unknown node kind %d", n.kind)
+	w.depth--
+	return nil
 }
 
 // replace writes the replacement of the value at src[start:pos].

@@ -1,0 +1,364 @@
+package masking
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strings"
+	"testing"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/schema"
+)
+
+type testRecord struct {
+	key, value []byte
+	headers    [][2]string
+}
+
+func encodeRecord(dst []byte, i int, r testRecord) []byte {
+	var body []byte
+	body = append(body, 0)               // attributes
+	body = appendLong(body, int64(i*10)) // timestamp delta
+	body = appendLong(body, int64(i))    // offset delta
+	body = appendField(body, r.key)      // key
+	body = appendField(body, r.value)    // value
+	body = appendLong(body, int64(len(r.headers)))
+	for _, h := range r.headers {
+		body = appendField(body, []byte(h[0]))
+		body = appendField(body, []byte(h[1]))
+	}
+	return append(appendLong(dst, int64(len(body))), body...)
+}
+
+// makeBatch encodes a magic-2 batch; lastDelta < 0 means len(recs)-1.
+func makeBatch(t testing.TB, codec int, base int64, attrs int16, recs []testRecord, lastDelta int32) []byte {
+	t.Helper()
+	var raw []byte
+	for i, r := range recs {
+		raw = encodeRecord(raw, i, r)
+	}
+	if codec != 0 {
+		var buf bytes.Buffer
+		out, used := compressors[codec].Compress(&buf, raw)
+		if int(used) != codec {
+			t.Fatal("compress")
+		}
+		raw = bytes.Clone(out)
+	}
+	if lastDelta < 0 {
+		lastDelta = int32(len(recs) - 1)
+	}
+	b := kmsg.RecordBatch{
+		FirstOffset: base, PartitionLeaderEpoch: 7, Magic: 2, Attributes: attrs | int16(codec),
+		LastOffsetDelta: lastDelta, FirstTimestamp: 1_700_000_000_000, MaxTimestamp: 1_700_000_000_000 + int64(len(recs)*10),
+		ProducerID: 4242, ProducerEpoch: 3, FirstSequence: 11, NumRecords: int32(len(recs)), Records: raw,
+	}
+	b.Length = int32(49 + len(raw))
+	out := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[offCRC:], crc32.Checksum(out[offAttributes:], crc32c))
+	return out
+}
+
+func demoValues(t testing.TB, s *schema.Schema, n, from int) []testRecord {
+	var recs []testRecord
+	for i := range n {
+		p := schema.DemoRecord(from + i)
+		body, err := avro.Marshal(s.Avro, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, testRecord{key: []byte(p.ID), value: schema.AppendWire(nil, s.ID, body), headers: [][2]string{{"trace", fmt.Sprint(i)}}})
+	}
+	return recs
+}
+
+// staticSource serves fixed schemas (the registry is tested in schema/).
+type staticSource map[int]*schema.Schema
+
+func (s staticSource) SchemaByID(_ context.Context, id int) (*schema.Schema, error) {
+	if sc, ok := s[id]; ok {
+		return sc, nil
+	}
+	return nil, fmt.Errorf("%w: id %d", schema.ErrNotFound, id)
+}
+
+func (s staticSource) Latest(_ context.Context, subject string) (*schema.SubjectSchema, error) {
+	for _, sc := range s {
+		return &schema.SubjectSchema{Subject: subject, Version: 1, Schema: sc}, nil
+	}
+	return nil, schema.ErrNotFound
+}
+
+func (s staticSource) IDInSubject(_ context.Context, _ string, id int) (bool, error) {
+	_, ok := s[id]
+	return ok, nil
+}
+
+func newMasker(t testing.TB, src SchemaSource, tc TopicConfig, o *filter.Obligations) *recordMasker {
+	t.Helper()
+	p := NewPlanner(DefaultConfig(), src, testKeys(t))
+	rs, err := p.RuleSet(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.Format == "" {
+		tc.Format = FormatAvro
+	}
+	if tc.KeyFormat == "" {
+		tc.KeyFormat = tc.Format
+	}
+	if tc.OnError == "" {
+		tc.OnError = OnErrorMarker
+	}
+	return &recordMasker{ctx: context.Background(), p: p, rs: rs, tc: tc, row: true}
+}
+
+func consume(t testing.TB, batches []byte, offset int64) (kgo.FetchPartition, int64) {
+	t.Helper()
+	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: offset, Topic: "payments", KeepControlRecords: true},
+		&kmsg.FetchResponseTopicPartition{RecordBatches: batches, HighWatermark: 1 << 40}, kgo.DefaultDecompressor(), nil)
+	if fp.Err != nil {
+		t.Fatalf("kgo cannot consume the rewritten batches: %v", fp.Err)
+	}
+	return fp, next
+}
+
+var codecNames = []string{"none", "gzip", "snappy", "lz4", "zstd"}
+
+func TestRewriteBatchesCodecs(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	src := staticSource{9: s}
+	for codec, name := range codecNames {
+		t.Run(name, func(t *testing.T) {
+			recs := demoValues(t, s, 10, 0)
+			in := makeBatch(t, codec, 100, 0x10 /* transactional */, recs, -1)
+			in = append(in, makeBatch(t, codec, 110, 0, demoValues(t, s, 5, 10), -1)...)
+			control := makeBatch(t, 0, 115, 0x30, []testRecord{{key: []byte{0, 0, 0, 1}, value: []byte{0, 0, 0, 0, 0, 0}}}, -1)
+			in = append(in, control...)
+			partial := makeBatch(t, codec, 116, 0, demoValues(t, s, 3, 20), -1)
+			in = append(in, partial[:len(partial)-7]...)
+
+			m := newMasker(t, src, TopicConfig{}, &filter.Obligations{Mask: demoRules})
+			out, st, err := RewriteBatches(nil, in, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Records != 15 || st.Rewritten != 2 || st.Batches != 2 || st.Errors != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			if !bytes.HasSuffix(out, partial[:len(partial)-7]) || !bytes.Contains(out, control) {
+				t.Fatal("control batch or trailing partial batch not passed through")
+			}
+			// Header fields survive.
+			var ib, ob kmsg.RecordBatch
+			ib.ReadFrom(in)
+			if err := ob.ReadFrom(out); err != nil {
+				t.Fatal(err)
+			}
+			if ib.FirstOffset != ob.FirstOffset || ib.PartitionLeaderEpoch != ob.PartitionLeaderEpoch || ib.Attributes != ob.Attributes ||
+				ib.LastOffsetDelta != ob.LastOffsetDelta || ib.FirstTimestamp != ob.FirstTimestamp || ib.MaxTimestamp != ob.MaxTimestamp ||
+				ib.ProducerID != ob.ProducerID || ib.ProducerEpoch != ob.ProducerEpoch || ib.FirstSequence != ob.FirstSequence || ib.NumRecords != ob.NumRecords {
+				t.Fatalf("batch header changed:\n in %+v\nout %+v", ib, ob)
+			}
+			fp, next := consume(t, out, 0)
+			if len(fp.Records) != 16 || next != 116 {
+				t.Fatalf("consumed %d records, next offset %d", len(fp.Records), next)
+			}
+			for i, r := range fp.Records[:15] {
+				if r.Offset != int64(100+i) || string(r.Key) != string(recs[min(i, 9)].key) && i < 10 {
+					t.Fatalf("record %d: offset %d key %q", i, r.Offset, r.Key)
+				}
+				if len(r.Headers) != 1 || r.Headers[0].Key != "trace" {
+					t.Fatalf("record %d headers %v", i, r.Headers)
+				}
+				id, body, err := schema.ParseWire(r.Value)
+				if err != nil || id != 9 {
+					t.Fatalf("record %d: %v", i, err)
+				}
+				var p schema.DemoPayment
+				if err := avro.Unmarshal(s.Avro, body, &p); err != nil {
+					t.Fatal(err)
+				}
+				want := schema.DemoRecord(i)
+				if p.Customer.SSN != refHash(want.Customer.SSN) || p.ID != want.ID {
+					t.Fatalf("record %d not masked: %+v", i, p)
+				}
+			}
+		})
+	}
+}
+
+func TestRewriteUnchangedIsIdentical(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	in := makeBatch(t, 3, 0, 0, demoValues(t, s, 4, 0), -1)
+	// Key rules on null keys and value rules on null values change nothing.
+	recs := []testRecord{{key: nil, value: nil}, {key: nil, value: nil}}
+	in = append(in, makeBatch(t, 1, 4, 0, recs, -1)...)
+	m := newMasker(t, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: []filter.MaskRule{{Field: "x", Strategy: "redact", Target: "key"}}})
+	m.tc.KeyFormat = FormatJSON
+	out, _, err := RewriteBatches(nil, in[4*0:len(in)], &passThrough{})
+	if err != nil || !bytes.Equal(out, in) {
+		t.Fatalf("untouched batches changed: %v", err)
+	}
+	out, _, err = RewriteBatches(nil, in[len(in)-len(makeBatch(t, 1, 4, 0, recs, -1)):], m)
+	if err != nil || !bytes.Equal(out, in[len(in)-len(out):]) {
+		t.Fatalf("null keys rewritten: %v", err)
+	}
+}
+
+type passThrough struct{}
+
+func (passThrough) Transform(_, _ []byte, _ *RecordEdit) error { return nil }
+
+func TestRowFilter(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	src := staticSource{9: s}
+	for codec, name := range codecNames {
+		t.Run(name, func(t *testing.T) {
+			recs := demoValues(t, s, 30, 0)
+			in := makeBatch(t, codec, 1000, 0, recs, -1)
+			m := newMasker(t, src, TopicConfig{}, &filter.Obligations{RowFilter: &filter.RowFilter{Field: "region", Op: "eq", Values: []string{"EU"}}})
+			out, st, err := RewriteBatches(nil, in, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantEU []int64
+			for i := range recs {
+				if schema.DemoRecord(i).Region == "EU" {
+					wantEU = append(wantEU, int64(1000+i))
+				}
+			}
+			if st.Records != len(wantEU) || st.Dropped != 30-len(wantEU) {
+				t.Fatalf("stats %+v, want %d kept", st, len(wantEU))
+			}
+			fp, next := consume(t, out, 1000)
+			if next != 1030 {
+				t.Fatalf("next offset %d, want 1030", next)
+			}
+			var got []int64
+			for _, r := range fp.Records {
+				got = append(got, r.Offset)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(wantEU) {
+				t.Fatalf("offsets %v, want %v", got, wantEU)
+			}
+
+			// A filter nothing matches leaves a zero-record batch that
+			// consumers still advance past.
+			m = newMasker(t, src, TopicConfig{}, &filter.Obligations{RowFilter: &filter.RowFilter{Field: "merchant_category", Op: "in", Values: []string{"none", "0000"}}})
+			out, st, err = RewriteBatches(nil, in, m)
+			if err != nil || st.Records != 0 || st.Dropped != 30 {
+				t.Fatalf("%+v %v", st, err)
+			}
+			fp, next = consume(t, out, 1000)
+			if len(fp.Records) != 0 || next != 1030 {
+				t.Fatalf("empty batch: %d records, next %d", len(fp.Records), next)
+			}
+		})
+	}
+}
+
+func TestRowFilterTypes(t *testing.T) {
+	s := parseSchema(t, 3, kitchenSchema)
+	recs := goldenRecords(t, s)
+	src := staticSource{3: s}
+	for _, tc := range []struct {
+		rf   filter.RowFilter
+		want int
+	}{
+		{filter.RowFilter{Field: "n", Op: "eq", Values: []string{"42"}}, 3},
+		{filter.RowFilter{Field: "big", Op: "in", Values: []string{"1", "-9000000000"}}, 3},
+		{filter.RowFilter{Field: "ok", Op: "eq", Values: []string{"true"}}, 3},
+		{filter.RowFilter{Field: "color", Op: "eq", Values: []string{"BLUE"}}, 3},
+		{filter.RowFilter{Field: "color", Op: "eq", Values: []string{"RED"}}, 0},
+		{filter.RowFilter{Field: "choice", Op: "eq", Values: []string{"choice-secret"}}, 1},
+		{filter.RowFilter{Field: "next.label", Op: "eq", Values: []string{"lbl"}}, 1},
+	} {
+		t.Run(tc.rf.Field, func(t *testing.T) {
+			m := newMasker(t, src, TopicConfig{}, &filter.Obligations{RowFilter: &tc.rf})
+			n := 0
+			for _, body := range recs {
+				var e RecordEdit
+				if err := m.Transform(nil, schema.AppendWire(nil, 3, body), &e); err != nil {
+					t.Fatal(err)
+				}
+				if !e.Drop {
+					n++
+				}
+			}
+			if n != tc.want {
+				t.Fatalf("kept %d, want %d", n, tc.want)
+			}
+		})
+	}
+	p := NewPlanner(DefaultConfig(), src, nil)
+	if err := p.ValidateObligations(context.Background(), "t", &filter.Obligations{RowFilter: &filter.RowFilter{Field: "items", Op: "eq", Values: []string{"x"}}}); err == nil {
+		t.Fatal("row filter on an array accepted")
+	}
+}
+
+func TestFailurePolicy(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	src := staticSource{9: s}
+	good := demoValues(t, s, 3, 0)
+	bad := []testRecord{
+		good[0],
+		{key: []byte("k1"), value: []byte("plain text, not wire format")},
+		{key: []byte("k2"), value: schema.AppendWire(nil, 9, []byte{0x99})},          // truncated body
+		{key: []byte("k3"), value: schema.AppendWire(nil, 12345, good[1].value[5:])}, // unknown schema id
+		good[2],
+	}
+	in := makeBatch(t, 4, 0, 0, bad, -1)
+	obl := &filter.Obligations{Mask: demoRules}
+
+	m := newMasker(t, src, TopicConfig{}, obl)
+	out, st, err := RewriteBatches(nil, in, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Errors != 3 || st.Records != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	fp, _ := consume(t, out, 0)
+	for i, r := range fp.Records {
+		isBad := i >= 1 && i <= 3
+		hdr := ""
+		for _, h := range r.Headers {
+			if h.Key == ErrorHeader {
+				hdr = string(h.Value)
+			}
+		}
+		if isBad != (hdr != "") || isBad && r.Value != nil {
+			t.Fatalf("record %d: value %q header %q", i, r.Value, hdr)
+		}
+		if bytes.Contains(r.Value, []byte("plain text")) {
+			t.Fatal("unparseable value delivered in clear")
+		}
+		t.Logf("record %d: %s", i, hdr)
+	}
+	for _, want := range []string{"format:", "decode:", "schema:"} {
+		if !strings.Contains(fmt.Sprint(m.reasons), strings.TrimSuffix(want, ":")) {
+			t.Fatalf("reasons %v lack %s", m.reasons, want)
+		}
+	}
+
+	m = newMasker(t, src, TopicConfig{OnError: OnErrorFailPartition}, obl)
+	if _, _, err := RewriteBatches(nil, in, m); err == nil {
+		t.Fatal("fail_partition did not fail")
+	}
+
+	// A corrupt batch (bad CRC) fails whatever the policy.
+	corrupt := bytes.Clone(in)
+	corrupt[len(corrupt)-1] ^= 0xff
+	if _, _, err := RewriteBatches(nil, corrupt, newMasker(t, src, TopicConfig{}, obl)); !errors.Is(err, ErrCorruptBatch) {
+		t.Fatalf("corrupt batch: %v", err)
+	}
+}
