@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -152,16 +153,52 @@ func startGateway(t testing.TB, cfg map[string]any, env []string, c *Cluster) (*
 	if err := os.WriteFile(file, raw, 0o600); err != nil {
 		return nil, fmt.Errorf("harness: %v", err)
 	}
-	g := &Gateway{
-		ConfigFile: file,
-		Config:     cfg,
-		logs:       &syncBuffer{},
-		done:       make(chan struct{}),
+	bootstrap, _ := cfg["listen"].(string)
+	admin, _ := cfg["admin_listen"].(string)
+	g, err := startProcess(t, c, bootstrap, admin, env, "--config", file)
+	if g != nil {
+		g.Config = cfg
 	}
-	g.Bootstrap, _ = cfg["listen"].(string)
-	g.Admin, _ = cfg["admin_listen"].(string)
+	return g, err
+}
 
-	g.cmd = exec.Command(SluiceBin(t), "run", "--config", file)
+// StartGatewayArgs runs `sluice run args...` in front of c (args must set
+// --listen and --admin-listen, and usually --config or --upstream), waits
+// for /readyz and stops it at cleanup like StartGateway.
+func StartGatewayArgs(t testing.TB, c *Cluster, args ...string) *Gateway {
+	t.Helper()
+	var bootstrap, admin string
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--listen":
+			bootstrap = args[i+1]
+		case "--admin-listen":
+			admin = args[i+1]
+		}
+	}
+	if bootstrap == "" || admin == "" {
+		t.Fatal("harness: StartGatewayArgs needs --listen and --admin-listen")
+	}
+	g, err := startProcess(t, c, bootstrap, admin, nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func startProcess(t testing.TB, c *Cluster, bootstrap, admin string, env []string, args ...string) (*Gateway, error) {
+	g := &Gateway{
+		Bootstrap: bootstrap,
+		Admin:     admin,
+		logs:      &syncBuffer{},
+		done:      make(chan struct{}),
+	}
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--config" {
+			g.ConfigFile = args[i+1]
+		}
+	}
+	g.cmd = exec.Command(SluiceBin(t), append([]string{"run"}, args...)...)
 	g.cmd.Stdout = g.logs
 	g.cmd.Stderr = g.logs
 	g.cmd.Env = append(os.Environ(), env...)
@@ -178,11 +215,15 @@ func startGateway(t testing.TB, cfg map[string]any, env []string, c *Cluster) (*
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() || os.Getenv("SLUICE_E2E_LOGS") != "" {
-			t.Logf("sluice config:\n%s\nsluice log:\n%s", raw, g.logs.String())
+			var cfg []byte
+			if g.ConfigFile != "" {
+				cfg, _ = os.ReadFile(g.ConfigFile)
+			}
+			t.Logf("sluice run %s\nconfig:\n%s\nsluice log:\n%s", strings.Join(args, " "), cfg, g.logs.String())
 		}
 	})
 	if err := g.waitReady(); err != nil {
-		return nil, err
+		return g, err
 	}
 	return g, nil
 }
