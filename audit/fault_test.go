@@ -141,13 +141,24 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 		t.Fatal("close with an unwritable topic reported no error")
 	}
 	cl.failing.Store(false)
-	// Same spool and key: the next run replays the old chain first.
-	env2 := start(t, cl, env.cfg)
+	// Same spool and key, new instance id: the next run replays the old
+	// chain first, keyed by its own instance.
+	cfg2 := env.cfg
+	cfg2.InstanceID = "gw-next"
+	env2 := start(t, cl, cfg2)
 	NewFilter(env2.a).OnResponse(context.Background(), exchange(c, 0, denyTopic("t20")))
 	env2.close(t)
 	checkAll(t, env2, 21)
-	recs, _ := events(t, cl)
+	recs, evs := events(t, cl)
 	if rep := VerifyRecords(recs, env.pub); len(rep.Chains) != 2 {
 		t.Fatalf("want 2 chains, got %+v", rep.Chains)
+	}
+	for i, r := range recs {
+		if string(r.Key) != evs[i].Data.Instance {
+			t.Fatalf("record %d keyed %q, instance %q", i, r.Key, evs[i].Data.Instance)
+		}
+	}
+	if evs[0].Data.Instance != "gw-test" || evs[len(evs)-1].Data.Instance != "gw-next" {
+		t.Fatal("old chain not replayed first")
 	}
 }

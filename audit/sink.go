@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -246,7 +247,7 @@ func (a *Auditor) replay() bool {
 func (a *Auditor) produce(ctx context.Context, vals [][]byte) (int, [][]byte) {
 	recs := make([]*kgo.Record, len(vals))
 	for i, v := range vals {
-		recs[i] = &kgo.Record{Key: a.key, Value: v}
+		recs[i] = &kgo.Record{Key: a.keyOf(v), Value: v}
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ProduceTimeout+time.Second)
 	defer cancel()
@@ -334,4 +335,24 @@ func (a *Auditor) ensureTopic() {
 			a.log.Warn("audit topic: not created", zap.String("topic", a.cfg.Topic), zap.Error(err))
 		}
 	}
+}
+
+var sourcePrefix = []byte(`"source":"sluice/`)
+
+// keyOf is the record key of an encoded event: its instance id, so that a
+// chain replayed from a previous run's spool stays in its partition.
+func (a *Auditor) keyOf(v []byte) []byte {
+	i := bytes.Index(v, sourcePrefix)
+	if i < 0 {
+		return a.key
+	}
+	rest := v[i+len(sourcePrefix):]
+	j := bytes.IndexByte(rest, '"')
+	if j <= 0 || bytes.IndexByte(rest[:j], '\\') >= 0 {
+		return a.key
+	}
+	if string(rest[:j]) == a.instance {
+		return a.key
+	}
+	return rest[:j:j]
 }
