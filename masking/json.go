@@ -102,39 +102,86 @@ func (p *jsonPlan) AppendMasked(dst, b []byte) ([]byte, error) {
 	}
 	a := jsonArenas.Get()
 	defer jsonArenas.Put(a)
-	p.root.apply(v, a)
+	if err := p.root.apply(v, a); err != nil {
+		return dst, err
+	}
 	return v.MarshalTo(dst), nil
 }
 
-func (n *jnode) apply(v *fastjson.Value, a *fastjson.Arena) {
-	if n.act != nil {
-		if v.Type() != fastjson.TypeNull {
-			*v = *jsonReplace(v, n.act, a)
-		}
-		return
-	}
+// apply masks below v. Replacements go through the parent (Object.Set,
+// SetArrayItem), never through the child pointer: fastjson shares one Value
+// for every true, false and null. An object with a duplicate key on a masked
+// path is an error, since Set would only replace the first occurrence.
+func (n *jnode) apply(v *fastjson.Value, a *fastjson.Arena) error {
 	switch v.Type() {
 	case fastjson.TypeObject:
+		if n.fields == nil && n.mapVals == nil {
+			return nil
+		}
 		o, _ := v.Object()
-		if n.fields != nil || n.mapVals != nil {
-			// Visit sees duplicate keys too, so none stays in clear.
-			o.Visit(func(k []byte, c *fastjson.Value) {
-				if f := n.fields[string(k)]; f != nil {
-					f.apply(c, a)
+		type repl struct {
+			key string
+			v   *fastjson.Value
+		}
+		var (
+			repls []repl
+			seen  map[string]struct{}
+			err   error
+		)
+		o.Visit(func(k []byte, c *fastjson.Value) {
+			if err != nil {
+				return
+			}
+			if n.fields[string(k)] == nil && n.mapVals == nil {
+				return
+			}
+			if seen == nil {
+				seen = make(map[string]struct{}, o.Len())
+			}
+			if _, dup := seen[string(k)]; dup {
+				err = fmt.Errorf("masking: json: duplicate key %q on a masked path", k)
+				return
+			}
+			seen[string(k)] = struct{}{}
+			for _, child := range [2]*jnode{n.fields[string(k)], n.mapVals} {
+				if child == nil {
+					continue
 				}
-				if n.mapVals != nil {
-					n.mapVals.apply(c, a)
+				if child.act != nil {
+					if c.Type() != fastjson.TypeNull {
+						repls = append(repls, repl{string(k), jsonReplace(c, child.act, a)})
+					}
+					continue
 				}
-			})
+				if err = child.apply(c, a); err != nil {
+					return
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range repls {
+			o.Set(r.key, r.v)
 		}
 	case fastjson.TypeArray:
-		if n.elem != nil {
-			items, _ := v.Array()
-			for _, c := range items {
-				n.elem.apply(c, a)
+		if n.elem == nil {
+			return nil
+		}
+		items, _ := v.Array()
+		for i, c := range items {
+			if n.elem.act != nil {
+				if c.Type() != fastjson.TypeNull {
+					v.SetArrayItem(i, jsonReplace(c, n.elem.act, a))
+				}
+				continue
+			}
+			if err := n.elem.apply(c, a); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
 }
 
 func jsonReplace(v *fastjson.Value, r *rule, a *fastjson.Arena) *fastjson.Value {

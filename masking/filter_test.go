@@ -1,0 +1,288 @@
+package masking
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/hamba/avro/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/schema"
+)
+
+type resolver map[[16]byte]string
+
+func (r resolver) TopicName(id [16]byte) (string, bool) { n, ok := r[id]; return n, ok }
+func (r resolver) TopicID(name string) ([16]byte, bool) {
+	for id, n := range r {
+		if n == name {
+			return id, true
+		}
+	}
+	return [16]byte{}, false
+}
+
+func testConfig(t testing.TB) Config {
+	t.Setenv("SLUICE_TEST_HASH_KEY", string(testHashKey))
+	dir := t.TempDir()
+	f := dir + "/token.key"
+	if err := os.WriteFile(f, append(testTokenKey, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.Keys = map[string]KeySource{DefaultHashKey: {Env: "SLUICE_TEST_HASH_KEY"}, DefaultTokenKey: {File: f}}
+	return c
+}
+
+func TestFilterFetch(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	cfg := testConfig(t)
+	cfg.Topics = map[string]TopicConfig{"strict": {OnError: OnErrorFailPartition}}
+	f, err := newFilter(cfg, staticSource{9: s}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	payID, otherID, strictID := [16]byte{1}, [16]byte{2}, [16]byte{3}
+	good := makeBatch(t, 3, 0, 0, demoValues(t, s, 5, 0), -1)
+	bad := makeBatch(t, 0, 0, 0, []testRecord{{value: []byte("not avro")}}, -1)
+	for _, version := range []int16{12, 13} {
+		resp := kmsg.NewPtrFetchResponse()
+		resp.Version = version
+		for _, tc := range []struct {
+			name string
+			id   [16]byte
+			b    []byte
+		}{{"payments", payID, good}, {"other", otherID, good}, {"strict", strictID, bad}, {"unknown", [16]byte{9}, good}} {
+			tp := kmsg.NewFetchResponseTopic()
+			if version < 13 {
+				tp.Topic = tc.name
+			} else {
+				tp.TopicID = tc.id
+			}
+			p := kmsg.NewFetchResponseTopicPartition()
+			p.RecordBatches = tc.b
+			tp.Partitions = append(tp.Partitions, p)
+			resp.Topics = append(resp.Topics, tp)
+		}
+		x := &filter.Exchange{
+			Key: 1, Version: version, Response: resp,
+			Topics: resolver{payID: "payments", otherID: "other", strictID: "strict"},
+			Obligations: map[string]*filter.Obligations{
+				"payments": {Mask: demoRules},
+				"strict":   {Mask: demoRules},
+			},
+		}
+		if err := f.OnResponse(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		pay, other, strict, unknown := &resp.Topics[0].Partitions[0], &resp.Topics[1].Partitions[0], &resp.Topics[2].Partitions[0], &resp.Topics[3].Partitions[0]
+		if &other.RecordBatches[0] != &good[0] || len(other.RecordBatches) != len(good) {
+			t.Fatal("partition without obligations was copied")
+		}
+		fp, _ := consume(t, pay.RecordBatches, 0)
+		for i, r := range fp.Records {
+			_, body, _ := schema.ParseWire(r.Value)
+			var p schema.DemoPayment
+			if err := avro.Unmarshal(s.Avro, body, &p); err != nil || p.Customer.SSN != refHash(schema.DemoRecord(i).Customer.SSN) {
+				t.Fatalf("v%d record %d not masked: %v", version, i, err)
+			}
+		}
+		if strict.ErrorCode != kerr.UnknownServerError.Code || strict.RecordBatches != nil {
+			t.Fatalf("fail_partition: code %d", strict.ErrorCode)
+		}
+		if version >= 13 {
+			if unknown.ErrorCode != kerr.UnknownTopicID.Code || unknown.RecordBatches != nil {
+				t.Fatalf("unresolvable topic id delivered: code %d", unknown.ErrorCode)
+			}
+		}
+		if x.Stats.Records < 10 || x.Stats.Bytes == 0 {
+			t.Fatalf("stats %+v", x.Stats)
+		}
+	}
+}
+
+func TestFilterProduceContract(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	payID, _, err := fake.RegisterSchema("payments-value", sr.Schema{Schema: schema.DemoPaymentsSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherID, _, err := fake.RegisterSchema("other-value", sr.Schema{Schema: `{"type":"record","name":"O","fields":[{"name":"x","type":"string"}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg := schema.DefaultConfig()
+	rcfg.URL = fake.URL()
+	reg, err := schema.New(rcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Topics = map[string]TopicConfig{"payments": {Contract: true}}
+	f, err := NewFilter(cfg, reg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := reg.SchemaByID(context.Background(), payID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodRecs := demoValues(t, s, 3, 0)
+	wrongID := goodRecs[0]
+	wrongID.value = schema.AppendWire(nil, otherID, []byte{2, 'h', 'i'})
+	corrupt := goodRecs[1]
+	corrupt.value = corrupt.value[:len(corrupt.value)-3]
+
+	req := kmsg.NewPtrProduceRequest()
+	req.Version = 9
+	req.Acks = -1
+	tp := kmsg.NewProduceRequestTopic()
+	tp.Topic = "payments"
+	for i, recs := range [][]testRecord{goodRecs, {goodRecs[0], wrongID}, {corrupt}} {
+		p := kmsg.NewProduceRequestTopicPartition()
+		p.Partition = int32(i)
+		p.Records = makeBatch(t, 2, 0, 0, recs, -1)
+		tp.Partitions = append(tp.Partitions, p)
+	}
+	req.Topics = append(req.Topics, tp)
+	x := &filter.Exchange{Key: 0, Version: 9, Request: req, Topics: resolver{}}
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if len(req.Topics) != 1 || len(req.Topics[0].Partitions) != 1 || req.Topics[0].Partitions[0].Partition != 0 {
+		t.Fatalf("forwarded %+v", req.Topics)
+	}
+	if x.Local != nil {
+		t.Fatal("local response although a partition is forwarded")
+	}
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.Version = 9
+	rt := kmsg.NewProduceResponseTopic()
+	rt.Topic = "payments"
+	rp := kmsg.NewProduceResponseTopicPartition()
+	rt.Partitions = append(rt.Partitions, rp)
+	resp.Topics = append(resp.Topics, rt)
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	ps := resp.Topics[0].Partitions
+	if len(ps) != 3 {
+		t.Fatalf("response partitions %+v", ps)
+	}
+	for _, p := range ps[1:] {
+		if p.ErrorCode != kerr.InvalidRecord.Code || p.ErrorMessage == nil {
+			t.Fatalf("partition %d: code %d", p.Partition, p.ErrorCode)
+		}
+		t.Logf("partition %d: %s", p.Partition, *p.ErrorMessage)
+	}
+	if !strings.Contains(*ps[1].ErrorMessage, "not registered under subject") || !strings.Contains(*ps[2].ErrorMessage, "does not decode") {
+		t.Fatalf("messages: %q, %q", *ps[1].ErrorMessage, *ps[2].ErrorMessage)
+	}
+
+	// Every partition refused: answered locally.
+	req2 := kmsg.NewPtrProduceRequest()
+	req2.Version = 9
+	tp2 := kmsg.NewProduceRequestTopic()
+	tp2.Topic = "payments"
+	p := kmsg.NewProduceRequestTopicPartition()
+	p.Records = makeBatch(t, 0, 0, 0, []testRecord{corrupt}, -1)
+	tp2.Partitions = append(tp2.Partitions, p)
+	req2.Topics = append(req2.Topics, tp2)
+	x2 := &filter.Exchange{Key: 0, Version: 9, Request: req2, Topics: resolver{}}
+	f.OnRequest(context.Background(), x2)
+	if x2.Local == nil {
+		t.Fatal("no local response")
+	}
+	x2.Response = x2.Local
+	f.OnResponse(context.Background(), x2)
+	lr := x2.Local.(*kmsg.ProduceResponse)
+	if len(lr.Topics) != 1 || lr.Topics[0].Partitions[0].ErrorCode != kerr.InvalidRecord.Code {
+		t.Fatalf("local response %+v", lr)
+	}
+}
+
+func TestFilterProduceMasking(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	f, err := newFilter(testConfig(t), staticSource{9: s}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	tp := kmsg.NewProduceRequestTopic()
+	tp.Topic = "inbound"
+	p := kmsg.NewProduceRequestTopicPartition()
+	p.Records = makeBatch(t, 4, 0, 0, demoValues(t, s, 4, 0), -1)
+	tp.Partitions = append(tp.Partitions, p)
+	req.Topics = append(req.Topics, tp)
+	x := &filter.Exchange{Request: req, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"inbound": {Mask: demoRules}}}
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	fp, _ := consume(t, req.Topics[0].Partitions[0].Records, 0)
+	if len(fp.Records) != 4 {
+		t.Fatalf("%d records", len(fp.Records))
+	}
+	for i, r := range fp.Records {
+		_, body, _ := schema.ParseWire(r.Value)
+		var d schema.DemoPayment
+		if err := avro.Unmarshal(s.Avro, body, &d); err != nil || d.Customer.SSN != refHash(schema.DemoRecord(i).Customer.SSN) {
+			t.Fatalf("record %d not masked", i)
+		}
+	}
+	// An unparseable inbound record refuses the partition.
+	p.Records = makeBatch(t, 0, 0, 0, []testRecord{{value: []byte("junk")}}, -1)
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "inbound", Partitions: []kmsg.ProduceRequestTopicPartition{p}}}
+	x = &filter.Exchange{Request: req, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"inbound": {Mask: demoRules}}}
+	f.OnRequest(context.Background(), x)
+	if len(req.Topics) != 0 || x.Local == nil {
+		t.Fatal("unparseable inbound record forwarded")
+	}
+}
+
+func TestPlannerValidate(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	if _, _, err := fake.RegisterSchema("payments-value", sr.Schema{Schema: schema.DemoPaymentsSchema}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fake.RegisterSchema("payments-key", sr.Schema{Schema: `"string"`}); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := schema.DefaultConfig()
+	rcfg.URL = fake.URL()
+	reg, _ := schema.New(rcfg, nil)
+	cfg := testConfig(t)
+	cfg.Topics = map[string]TopicConfig{"events": {Format: FormatJSON}}
+	f, err := NewFilter(cfg, reg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		topic string
+		rules []filter.MaskRule
+		err   string
+	}{
+		{"payments", demoRules, ""},
+		{"payments", []filter.MaskRule{{Field: "amount", Strategy: "partial"}}, "cannot apply"},
+		{"payments", []filter.MaskRule{{Field: "nope", Strategy: "redact"}}, "no field"},
+		{"payments", []filter.MaskRule{{Field: "x", Strategy: "redact", Target: "key"}}, "no field"},
+		{"missing", []filter.MaskRule{{Field: "x", Strategy: "redact"}}, "not found"},
+		{"events", []filter.MaskRule{{Field: "a.b[]", Strategy: "hash"}}, ""},
+		{"events", []filter.MaskRule{{Field: "a", Strategy: "default"}}, "schema default"},
+	} {
+		err := f.Planner().Validate(ctx, tc.topic, tc.rules)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s %v: err = %v, want %q", tc.topic, tc.rules, err, tc.err)
+		}
+	}
+}
