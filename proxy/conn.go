@@ -302,7 +302,13 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 		}
 	}
 
-	out := *buf
+	// Buffer ownership: the read loop keeps whatever it writes upstream
+	// (the raw frame, or the re-encoded request) and frees it after the
+	// write; the write loop frees p.buf, which a decoded request aliases,
+	// when the exchange completes. Nothing the read loop still writes is
+	// visible to the write loop.
+	out, wbuf := *buf, buf
+	p.buf = nil
 	if len(p.chain) > 0 {
 		req := kmsg.RequestForKey(h.Key)
 		req.SetVersion(h.Version)
@@ -314,6 +320,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 			return false
 		}
 		x.Request = req
+		p.buf = buf
 		for _, f := range p.chain {
 			err := f.OnRequest(c.ctx, x)
 			if err == nil {
@@ -350,22 +357,23 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 			}
 			return c.enqueue(p)
 		}
-		enc := getBuf(len(frame) + 64)
-		out = append(*enc, 0, 0, 0, 0)
+		wbuf = getBuf(len(frame) + 64)
+		out = append(*wbuf, 0, 0, 0, 0)
 		out = append(out, frame[:h.BodyOffset]...)
 		out = req.AppendTo(out)
 		binary.BigEndian.PutUint32(out, uint32(len(out)-4))
-		*enc = out
-		// The request may alias the original frame (records); keep both
-		// until the exchange completes.
-		x.Set(encBufKey{}, enc)
+		*wbuf = out
 	}
 
+	// tSent is set before the hand-off: the write loop reads it.
+	p.tSent = time.Now()
 	if !acks0 && !c.enqueue(p) {
+		putBuf(wbuf)
 		return false
 	}
-	p.tSent = time.Now()
-	if _, err := c.up.Write(out); err != nil {
+	_, err := c.up.Write(out)
+	putBuf(wbuf)
+	if err != nil {
 		c.log.Info("upstream write failed", zap.Error(err))
 		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
 		if acks0 {
@@ -375,17 +383,14 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 	}
 	if acks0 {
 		c.s.m.request(h.Key, outcomeForwarded)
-		c.s.m.gateway(h.Key, p.tSent.Sub(tRead).Seconds())
+		c.s.m.gateway(h.Key, time.Since(tRead).Seconds())
 		c.runResponseFilters(p)
 		c.release(p)
 	}
 	return true
 }
 
-type (
-	encBufKey struct{}
-	deniedKey struct{}
-)
+type deniedKey struct{}
 
 func (c *clientConn) enqueue(p *pending) bool {
 	select {
@@ -400,9 +405,6 @@ func (c *clientConn) enqueue(p *pending) bool {
 func (c *clientConn) release(p *pending) {
 	putBuf(p.buf)
 	p.buf = nil
-	if enc, ok := p.x.Get(encBufKey{}).(*[]byte); ok {
-		putBuf(enc)
-	}
 }
 
 // connectUpstream dials the upstream broker this connection fronts.

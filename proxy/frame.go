@@ -116,6 +116,12 @@ func parseRequestHeader(frame []byte) (requestHeader, error) {
 		return h, fmt.Errorf("proxy: invalid client id length %d", n)
 	}
 	h.Flexible = h.Version >= a.flexibleFrom
+	if h.Key == keyApiVersions && h.Version > a.maxVersion {
+		// A client newer than the gateway: the body is not read, and
+		// the header's tag section is not needed to answer (KIP-511).
+		h.BodyOffset = off
+		return h, nil
+	}
 	if h.Flexible {
 		// ApiVersions v3+ uses header v2 like every flexible request.
 		var err error

@@ -17,10 +17,12 @@ func rewriteNeeded(key, version int16) bool {
 	switch key {
 	case 3, 10, 60: // Metadata, FindCoordinator, DescribeCluster
 		return true
-	case 0: // Produce: KIP-951 NodeEndpoints from v10
-		return version >= 10
-	case 1: // Fetch: KIP-951 NodeEndpoints from v16
-		return version >= 16
+	case 0, 1:
+		// Produce and Fetch: KIP-951 NodeEndpoints (documented from
+		// Produce v10 and Fetch v16) are tagged fields, and a tagged
+		// field can be sent at any flexible version, so every
+		// flexible version is checked.
+		return version >= apis[key].flexibleFrom
 	case 55: // DescribeQuorum: controller listeners (v2+)
 		return version >= 2
 	case 78, 79: // ShareFetch, ShareAcknowledge NodeEndpoints

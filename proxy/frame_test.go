@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestParseRequestHeaderEveryVersion encodes a request of every key at every
+// version with kmsg's own formatter (header v1, or v2 with tagged fields for
+// flexible versions) and checks the parser finds the same header and the
+// exact start of the body.
+func TestParseRequestHeaderEveryVersion(t *testing.T) {
+	clientID := "client-é"
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID(clientID))
+	for k := int16(0); k < maxKey; k++ {
+		req := kmsg.RequestForKey(k)
+		if req == nil {
+			continue
+		}
+		for v := int16(0); v <= req.MaxVersion(); v++ {
+			req.SetVersion(v)
+			frame := f.AppendRequest(nil, req, 12345)[4:]
+			h, err := parseRequestHeader(frame)
+			if err != nil {
+				t.Fatalf("%s v%d: %v", kmsg.NameForKey(k), v, err)
+			}
+			if h.Key != k || h.Version != v || h.CorrelationID != 12345 {
+				t.Fatalf("%s v%d: parsed %+v", kmsg.NameForKey(k), v, h)
+			}
+			if h.Flexible != req.IsFlexible() {
+				t.Fatalf("%s v%d: flexible %v, kmsg says %v", kmsg.NameForKey(k), v, h.Flexible, req.IsFlexible())
+			}
+			if k == 7 && v == 0 {
+				continue // ControlledShutdown v0 has no client id
+			}
+			if h.ClientID == nil || *h.ClientID != clientID {
+				t.Fatalf("%s v%d: client id %v", kmsg.NameForKey(k), v, h.ClientID)
+			}
+			body := req.AppendTo(nil)
+			if got := frame[h.BodyOffset:]; string(got) != string(body) {
+				t.Fatalf("%s v%d: body offset %d does not start the body", kmsg.NameForKey(k), v, h.BodyOffset)
+			}
+		}
+	}
+}
+
+func TestParseRequestHeaderErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  error
+	}{
+		{"empty", nil, errShortHeader},
+		{"short", []byte{0, 3, 0, 1}, errShortHeader},
+		{"unknown key", []byte{0x27, 0x0f, 0, 0, 0, 0, 0, 1}, errUnknownKey},
+		{"client id past end", []byte{0, 3, 0, 1, 0, 0, 0, 1, 0, 9, 'a'}, errShortHeader},
+		{"tags past end", []byte{0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 1, 0, 5}, errShortHeader},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := parseRequestHeader(tc.frame); err != tc.want {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := parseRequestHeader([]byte{0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xfe}); err == nil {
+		t.Fatal("negative client id length other than -1 accepted")
+	}
+}
+
+func TestProduceAcksPeek(t *testing.T) {
+	for v := int16(0); v <= kmsg.NewPtrProduceRequest().MaxVersion(); v++ {
+		for _, acks := range []int16{0, 1, -1} {
+			for _, txn := range []*string{nil, kmsg.StringPtr(""), kmsg.StringPtr("txn-1")} {
+				req := kmsg.NewPtrProduceRequest()
+				req.SetVersion(v)
+				req.Acks = acks
+				req.TransactionID = txn
+				got, ok := produceAcks(req.AppendTo(nil), v, req.IsFlexible())
+				if !ok || got != acks {
+					t.Fatalf("v%d txn=%v acks=%d: peeked %d ok=%v", v, txn, acks, got, ok)
+				}
+			}
+		}
+	}
+}
+
+func TestResponseHeader(t *testing.T) {
+	// ApiVersions always answers with header v0, even at flexible v3+.
+	if responseHeaderFlexible(18, 3) {
+		t.Fatal("ApiVersions v3 response must use header v0")
+	}
+	if !responseHeaderFlexible(3, 9) || responseHeaderFlexible(3, 8) {
+		t.Fatal("Metadata becomes flexible at v9")
+	}
+	resp := kmsg.NewPtrMetadataResponse()
+	resp.SetVersion(12)
+	frame := appendResponseFrame(nil, 77, 3, 12, resp)[4:]
+	off, err := responseBodyOffset(frame, 3, 12)
+	if err != nil || off != 5 {
+		t.Fatalf("flexible body offset %d, %v", off, err)
+	}
+	got := kmsg.NewPtrMetadataResponse()
+	got.SetVersion(12)
+	if err := got.ReadFrom(frame[off:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestApiVersionsIntersection(t *testing.T) {
+	up := kmsg.NewPtrApiVersionsResponse()
+	add := func(k, lo, hi int16) {
+		up.ApiKeys = append(up.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: k, MinVersion: lo, MaxVersion: hi})
+	}
+	add(0, 3, 99)   // produce: newer than kmsg knows → clamped
+	add(1, 4, 10)   // fetch: older range → kept
+	add(3, 0, 12)   // metadata
+	add(17, 0, 1)   // SASL handshake: served by the gateway only
+	add(9999, 0, 3) // vendor key → dropped
+	add(18, 0, 2)   // api versions: gateway answers itself
+	add(42, 5, 2)   // inverted range → dropped
+	add(-1, 0, 3)   // garbage → dropped
+	t.Run("no sasl", func(t *testing.T) {
+		tbl := intersectVersions(up, false)
+		for _, tc := range []struct {
+			key, version int16
+			want         bool
+		}{
+			{0, 3, true}, {0, 2, false}, {0, kmsg.NewPtrProduceRequest().MaxVersion(), true},
+			{0, kmsg.NewPtrProduceRequest().MaxVersion() + 1, false},
+			{1, 4, true}, {1, 11, false}, {3, 12, true},
+			{17, 0, false}, {36, 0, false}, {18, 4, true}, {42, 3, false}, {9999, 0, false}, {2, 0, false},
+		} {
+			if got := tbl.supports(tc.key, tc.version); got != tc.want {
+				t.Errorf("supports(%d, %d) = %v, want %v", tc.key, tc.version, got, tc.want)
+			}
+		}
+		resp := tbl.apiVersionsResponse(3, up)
+		for _, k := range resp.ApiKeys {
+			if apiFor(k.ApiKey) == nil {
+				t.Errorf("unknown key %d offered", k.ApiKey)
+			}
+		}
+	})
+	t.Run("sasl", func(t *testing.T) {
+		tbl := intersectVersions(up, true)
+		if !tbl.supports(17, 1) || !tbl.supports(36, 2) {
+			t.Fatal("SASL keys not served when client SASL is enabled")
+		}
+	})
+	t.Run("too new", func(t *testing.T) {
+		resp := intersectVersions(up, false).apiVersionsResponse(99, up)
+		if resp.Version != 0 || resp.ErrorCode != 35 || len(resp.ApiKeys) != 1 || resp.ApiKeys[0].ApiKey != 18 {
+			t.Fatalf("unexpected answer to a too-new ApiVersions: %+v", resp)
+		}
+	})
+}
+
+func ExampleapiName() {
+	fmt.Println(apiName(0), apiName(3), apiName(9999))
+	// Output: Produce Metadata Unknown
+}

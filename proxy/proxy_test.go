@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+// testEnv is a 3-broker kfake cluster with a gateway in front of it.
+type testEnv struct {
+	kf      *kfake.Cluster
+	srv     *Server
+	boot    string
+	peersMu sync.Mutex
+	peers   []string // remote addresses of connections kfake accepted
+	seen    sync.Map // api keys kfake received
+}
+
+func newTestEnv(t *testing.T, filters ...filter.Filter) *testEnv {
+	t.Helper()
+	e := &testEnv{}
+	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
+		kfake.ListenFn(func(network, addr string) (net.Listener, error) {
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &recordingListener{Listener: ln, e: e}, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kf = kf
+	kf.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.seen.Store(req.Key(), true)
+		return nil, nil, false
+	})
+	kf.KeepControl()
+	t.Cleanup(kf.Close)
+
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	zero := 0
+	cfg.BrokerPortBase = &zero
+	cfg.Upstream.Brokers = kf.ListenAddrs()
+	cfg.ShutdownTimeout = 5 * time.Second
+	srv, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Registerer: prometheus.NewRegistry(), Filters: filters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.srv = srv
+	e.boot = srv.Addrs()["default"]
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return e
+}
+
+type recordingListener struct {
+	net.Listener
+	e *testEnv
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.e.peersMu.Lock()
+		l.e.peers = append(l.e.peers, c.RemoteAddr().String())
+		l.e.peersMu.Unlock()
+	}
+	return c, err
+}
+
+func (e *testEnv) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.boot), kgo.AllowAutoTopicCreation()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// gatewayPorts returns every port the gateway listens on.
+func (e *testEnv) gatewayPorts() map[int32]bool {
+	ports := map[int32]bool{}
+	_, p, _ := net.SplitHostPort(e.boot)
+	n, _ := strconv.Atoi(p)
+	ports[int32(n)] = true
+	for _, a := range e.srv.BrokerAddrs("default") {
+		_, p, _ := net.SplitHostPort(a)
+		n, _ := strconv.Atoi(p)
+		ports[int32(n)] = true
+	}
+	return ports
+}
+
+func TestProduceConsumeThroughGateway(t *testing.T) {
+	e := newTestEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const topic, n = "orders", 200
+
+	prod := e.client(t, kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
+	for i := 0; i < n; i++ {
+		prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("v%03d", i))}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("produce: %v", err)
+			}
+		})
+	}
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Metadata through the gateway names only gateway addresses.
+	md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := e.gatewayPorts()
+	if len(md.Brokers) != 3 {
+		t.Fatalf("%d brokers in metadata", len(md.Brokers))
+	}
+	for _, b := range md.Brokers {
+		if b.Host != "127.0.0.1" || !ports[b.Port] {
+			t.Errorf("broker %d advertised at %s:%d, not a gateway address (%v)", b.NodeID, b.Host, b.Port, ports)
+		}
+	}
+
+	// Consume in a group and commit, then a second member resumes.
+	group := "g1"
+	cons := e.client(t, kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group), kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := map[string]bool{}
+	for len(got) < n {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("poll: %v (got %d)", err, len(got))
+		}
+		fs.EachRecord(func(r *kgo.Record) { got[string(r.Value)] = true })
+	}
+	if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons.Close()
+	for i := 0; i < 10; i++ {
+		prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("late%d", i))}, nil)
+	}
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons2 := e.client(t, kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var late []string
+	for len(late) < 10 {
+		fs := cons2.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { late = append(late, string(r.Value)) })
+	}
+	for _, v := range late {
+		if !strings.HasPrefix(v, "late") {
+			t.Fatalf("second consumer re-read %q: committed offsets were not honoured", v)
+		}
+	}
+
+	// The cluster only ever saw the gateway's own connections: every
+	// peer it accepted is local, and none came from the clients' sockets
+	// (all client connections go to gateway ports).
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	if len(e.peers) == 0 {
+		t.Fatal("no upstream connections recorded")
+	}
+}
+
+func TestAcksZeroAndPipelining(t *testing.T) {
+	e := newTestEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := e.client(t, kgo.DefaultProduceTopic("fire"), kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(),
+		kgo.MaxProduceRequestsInflightPerBroker(20))
+	for i := 0; i < 500; i++ {
+		cl.Produce(ctx, &kgo.Record{Value: []byte("x")}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// acks=0 produced no pending entries: the connection still answers
+	// a request after them, in order.
+	cons := e.client(t, kgo.ConsumeTopics("fire"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	total := 0
+	for total < 500 {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("poll after %d: %v", total, err)
+		}
+		total += fs.NumRecords()
+	}
+}
+
+// rawConn sends hand-made frames to the gateway.
+func rawRequest(t *testing.T, addr string, frame []byte) (net.Conn, []byte, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(frame); err != nil {
+		return c, nil, err
+	}
+	var sz [4]byte
+	if _, err := io.ReadFull(c, sz[:]); err != nil {
+		return c, nil, err
+	}
+	b := make([]byte, binary.BigEndian.Uint32(sz[:]))
+	_, err = io.ReadFull(c, b)
+	return c, b, err
+}
+
+func TestUnknownKeyAndVersionNeverForwarded(t *testing.T) {
+	e := newTestEnv(t)
+	// Make sure an upstream connection exists so a leak could happen.
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("raw"))
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		key   int16
+	}{
+		{"unknown key", func() []byte {
+			b := []byte{0, 0, 0, 0, 0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff}
+			binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+			return b
+		}(), 9999},
+		{"metadata v99", func() []byte {
+			r := kmsg.NewPtrMetadataRequest()
+			r.SetVersion(1)
+			b := f.AppendRequest(nil, r, 1)
+			binary.BigEndian.PutUint16(b[6:], 99)
+			return b
+		}(), -1},
+		{"unsupported ApiVersions", func() []byte {
+			// Answered locally with v0 UNSUPPORTED_VERSION.
+			b := []byte{0, 0, 0, 0, 0, 18, 0, 99, 0, 0, 0, 7, 0xff, 0xff}
+			binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+			return b
+		}(), -2},
+		{"oversized frame", []byte{0x7f, 0xff, 0xff, 0xff}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, resp, err := rawRequest(t, e.boot, tc.frame)
+			if tc.key == -2 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				var r kmsg.ApiVersionsResponse
+				if err := r.ReadFrom(resp[4:]); err != nil || r.ErrorCode != 35 {
+					t.Fatalf("want v0 UNSUPPORTED_VERSION, got %+v %v", r, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("gateway answered %d bytes instead of closing", len(resp))
+			}
+			// The connection is closed.
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("connection still open")
+			}
+		})
+	}
+	if _, ok := e.seen.Load(int16(9999)); ok {
+		t.Fatal("unknown key reached the broker")
+	}
+	// The cluster still serves.
+	cl := e.client(t)
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(context.Background(), cl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShutdownDrainsInFlight(t *testing.T) {
+	e := newTestEnv(t)
+	cl := e.client(t, kgo.DefaultProduceTopic("drain"))
+	ctx := context.Background()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// Hold ListOffsets in the broker, shut the gateway down meanwhile: the
+	// answer still arrives.
+	release, entered := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.kf.ControlKey(2, func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() { close(entered) })
+		<-release
+		return nil, nil, false
+	})
+	done := make(chan error, 1)
+	go func() {
+		req := kmsg.NewPtrListOffsetsRequest()
+		tp := kmsg.NewListOffsetsRequestTopic()
+		tp.Topic = "drain"
+		p := kmsg.NewListOffsetsRequestTopicPartition()
+		p.Timestamp = -1
+		tp.Partitions = append(tp.Partitions, p)
+		req.Topics = append(req.Topics, tp)
+		_, err := req.RequestWith(ctx, cl)
+		done <- err
+	}()
+	<-entered // the request is in the broker, through the gateway
+	shut := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		shut <- e.srv.Shutdown(sctx)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	// New connections are refused while draining.
+	if c, err := net.DialTimeout("tcp", e.boot, time.Second); err == nil {
+		c.Close()
+		t.Error("gateway accepted a connection while shutting down")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight request lost at shutdown: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func TestFilterChainOrderAndDenial(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	rec := func(name string) filter.Filter {
+		return filter.Funcs{FilterName: name, Keys: []int16{3},
+			Req: func(_ context.Context, x *filter.Exchange) error {
+				mu.Lock()
+				order = append(order, name+".req")
+				mu.Unlock()
+				if x.Request == nil {
+					return fmt.Errorf("request not decoded")
+				}
+				return nil
+			},
+			Resp: func(_ context.Context, x *filter.Exchange) error {
+				mu.Lock()
+				order = append(order, name+".resp")
+				mu.Unlock()
+				return nil
+			}}
+	}
+	e := newTestEnv(t, rec("a"), rec("b"))
+	cl := e.client(t)
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(context.Background(), cl); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := "a.req b.req b.resp a.resp"
+	if got := strings.Join(order[len(order)-4:], " "); got != want {
+		t.Fatalf("order %q, want %q", got, want)
+	}
+}
