@@ -74,6 +74,18 @@ type credStore struct {
 	// decoy is verified when a PLAIN user is unknown, so that the answer
 	// takes about as long as for a known user.
 	decoy passwordVerifier
+	// decoyIters is the SCRAM iteration count shown to unknown users per
+	// mechanism: the most common count among known users, so that it does
+	// not single them out.
+	decoyIters map[string]int
+}
+
+// decoyIterations returns the iteration count for unknown SCRAM users.
+func (s *credStore) decoyIterations(mech string) int {
+	if n := s.decoyIters[mech]; n > 0 {
+		return n
+	}
+	return DefaultSCRAMIterations
 }
 
 // parseCredentials decodes and validates a credentials file strictly.
@@ -87,7 +99,8 @@ func parseCredentials(data []byte) (*credStore, error) {
 		}
 		return nil, err
 	}
-	s := &credStore{users: make(map[string]*user, len(f.Users))}
+	s := &credStore{users: make(map[string]*user, len(f.Users)), decoyIters: map[string]int{}}
+	counts := map[string]map[int]int{}
 	for i, e := range f.Users {
 		u, err := e.validate()
 		if err != nil {
@@ -100,6 +113,21 @@ func parseCredentials(data []byte) (*credStore, error) {
 		if s.decoy == nil && u.plain != nil {
 			s.decoy = u.plain
 		}
+		for mech, k := range u.scram {
+			if counts[mech] == nil {
+				counts[mech] = map[int]int{}
+			}
+			counts[mech][k.iterations]++
+		}
+	}
+	for mech, byIters := range counts {
+		best, bestN := 0, 0
+		for iters, n := range byIters {
+			if n > bestN || (n == bestN && iters < best) {
+				best, bestN = iters, n
+			}
+		}
+		s.decoyIters[mech] = best
 	}
 	return s, nil
 }

@@ -364,3 +364,20 @@ func TestJWKSURLUnavailable(t *testing.T) {
 		t.Fatalf("jwks failures %v", got)
 	}
 }
+
+func TestOAuthBearerConfiguredAlgorithms(t *testing.T) {
+	ps := newIssuer(t, "PS256", "ps")
+	es := newIssuer(t, "ES384", "es")
+	ed := newIssuer(t, "EdDSA", "ed")
+	f, _ := oauthFixture(t, func(o *authn.OAuthBearerConfig) { o.Algorithms = []string{"PS256", "ES384"} }, ps, es, ed)
+	a := f.auth(t, "OAUTHBEARER")
+	for _, c := range []struct {
+		iss    *authntest.Issuer
+		reason string
+	}{{ps, ""}, {es, ""}, {ed, authn.ReasonBadAlgorithm}} {
+		_, _, err := drive(a, oauth.Auth{Token: token(t, c.iss, "u", time.Hour, map[string]any{"org": "acme"})}.AsMechanism())
+		if reasonOf(err) != c.reason || (c.reason == "" && err != nil) {
+			t.Errorf("%s: %v, want %q", c.iss.Alg, err, c.reason)
+		}
+	}
+}

@@ -99,6 +99,9 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Provider, err
 			}
 			watches = append(watches, w)
 		} else {
+			if strings.HasPrefix(o.JWKSURL, "http://") {
+				p.log.Warn("authn: JWKS URL is plain http; an attacker on the path can substitute signing keys", zap.String("url", o.JWKSURL))
+			}
 			if err := p.oauth.fetch(); err != nil {
 				p.log.Error("authn: JWKS fetch failed; OAUTHBEARER logins fail until it succeeds",
 					zap.String("url", o.JWKSURL), zap.Error(err))
@@ -130,8 +133,23 @@ func (p *Provider) ReloadCredentials() error {
 	if p.credWatch == nil {
 		return errors.New("authn: no credentials_file configured")
 	}
-	_, err := p.credWatch.check()
-	return err
+	return p.reload(p.credWatch)
+}
+
+// reload checks one watched file, counting and logging a changed file's
+// load. An unchanged file is not reloaded and returns nil.
+func (p *Provider) reload(w *fileWatch) error {
+	changed, err := w.check()
+	if !changed {
+		return nil
+	}
+	p.m.reload(w.source, err)
+	if err != nil {
+		p.log.Error("authn: reload failed; keeping the previous version",
+			zap.String("source", w.source), zap.String("path", w.path), zap.Error(err))
+		return fmt.Errorf("authn: reload %s: %w", w.path, err)
+	}
+	return nil
 }
 
 func (p *Provider) pollLoop(watches []*fileWatch) {
@@ -144,15 +162,7 @@ func (p *Provider) pollLoop(watches []*fileWatch) {
 			return
 		case <-t.C:
 			for _, w := range watches {
-				changed, err := w.check()
-				if !changed {
-					continue
-				}
-				p.m.reload(w.source, err)
-				if err != nil {
-					p.log.Error("authn: reload failed; keeping the previous version",
-						zap.String("source", w.source), zap.String("path", w.path), zap.Error(err))
-				}
+				_ = p.reload(w) // logged and counted
 			}
 		}
 	}

@@ -167,10 +167,11 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 	if authzid != "" && authzid != name {
 		return nil, authErr(ReasonBadAuthzid, "authentication failed: authorization id must be empty or equal to the user name")
 	}
-	if u := s.p.creds.Load().users[name]; u != nil && u.scram[s.mech] != nil {
+	creds := s.p.creds.Load()
+	if u := creds.users[name]; u != nil && u.scram[s.mech] != nil {
 		s.u, s.keys = u, u.scram[s.mech]
 	} else {
-		s.keys = s.decoyKeys(name)
+		s.keys = s.decoyKeys(name, creds.decoyIterations(s.mech))
 	}
 	snonce := make([]byte, 24)
 	if _, err := rand.Read(snonce); err != nil {
@@ -184,11 +185,12 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 }
 
 // decoyKeys gives an unknown user a salt that is stable across attempts and
-// the default iteration count, so server-first does not reveal that the user
-// does not exist (RFC 5802 section 9). Its keys match no proof.
-func (s *scramSession) decoyKeys(name string) *scramKeys {
+// the iteration count most known users have, so server-first does not
+// reveal that the user does not exist (RFC 5802 section 9). Its keys match
+// no proof.
+func (s *scramSession) decoyKeys(name string, iterations int) *scramKeys {
 	salt := hmacSum(s.h, s.p.fakeKey, []byte(s.mech+"\x00"+name))[:scramSaltLen]
-	return &scramKeys{salt: salt, saltB64: base64.StdEncoding.EncodeToString(salt), iterations: DefaultSCRAMIterations}
+	return &scramKeys{salt: salt, saltB64: base64.StdEncoding.EncodeToString(salt), iterations: iterations}
 }
 
 func (s *scramSession) clientFinal(msg string) ([]byte, bool, *filter.Principal, time.Duration, *filter.AuthError) {
