@@ -78,6 +78,10 @@ type group struct {
 	brokers map[int32]*brokerListener
 }
 
+// maxBrokerListeners bounds the listeners one group opens, whatever the
+// upstream metadata says.
+const maxBrokerListeners = 4096
+
 type brokerListener struct {
 	ln   net.Listener
 	port int
@@ -258,6 +262,12 @@ func (g *group) ensure(id int32) *brokerListener {
 	defer g.mu.Unlock()
 	if bl := g.brokers[id]; bl != nil {
 		return bl
+	}
+	if id < 0 || len(g.brokers) >= maxBrokerListeners {
+		// Not a broker (or an absurd cluster): nothing to listen for.
+		g.s.log.Error("not opening a broker listener", zap.String("listener", g.cfg.Name), zap.Int32("node_id", id),
+			zap.Int("open", len(g.brokers)))
+		return &brokerListener{}
 	}
 	base := *g.cfg.BrokerPortBase
 	port := 0
