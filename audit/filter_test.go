@@ -1,0 +1,149 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+type resolver map[[16]byte]string
+
+func (r resolver) TopicName(id [16]byte) (string, bool) { n, ok := r[id]; return n, ok }
+func (r resolver) TopicID(name string) ([16]byte, bool) {
+	for id, n := range r {
+		if n == name {
+			return id, true
+		}
+	}
+	return [16]byte{}, false
+}
+
+func TestFilterCountsPerTopic(t *testing.T) {
+	cl := newCluster(t)
+	env := start(t, cl, testConfig(t))
+	f := NewFilter(env.a)
+	ctx := context.Background()
+	c := testConn(1, alice)
+
+	// Produce: 2 partitions of orders (3+2 records), 1 of payments (denied).
+	req := kmsg.NewPtrProduceRequest()
+	for _, tp := range []struct {
+		topic string
+		n     []int
+	}{{"orders", []int{3, 2}}, {"payments", []int{4}}} {
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = tp.topic
+		for p, n := range tp.n {
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Partition = int32(p)
+			rp.Records = batchBytes(t, n, false)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	x := exchange(c, 0, allowTopic("orders", 0, 1), denyTopic("payments"))
+	x.Request = req
+	f.OnResponse(ctx, x)
+	ordersBytes := int64(len(req.Topics[0].Partitions[0].Records) + len(req.Topics[0].Partitions[1].Records))
+
+	// Fetch v13+: topics by id, resolved through the exchange.
+	id := [16]byte{1, 2, 3}
+	resp := kmsg.NewPtrFetchResponse()
+	ft := kmsg.NewFetchResponseTopic()
+	ft.TopicID = id
+	fp := kmsg.NewFetchResponseTopicPartition()
+	fp.RecordBatches = append(batchBytes(t, 6, false), batchBytes(t, 1, true)...)
+	ft.Partitions = append(ft.Partitions, fp)
+	resp.Topics = append(resp.Topics, ft)
+	d := allowTopic("orders", 0)
+	d.Action = "read"
+	x = exchange(c, 1, d)
+	x.Version = 13
+	x.Response = resp
+	x.Topics = resolver{id: "orders"}
+	f.OnResponse(ctx, x)
+
+	// No decisions, no events.
+	f.OnResponse(ctx, exchange(c, 3))
+	env.close(t)
+
+	_, evs := events(t, cl)
+	var got []string
+	for _, e := range evs {
+		if e.Data.Kind == KindDecision {
+			got = append(got, fmt.Sprintf("%s %s %s %d/%d", e.Data.API.Name, e.Data.Decision, e.Data.Resource, e.Data.Records, e.Data.Bytes))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("Produce allow orders 5/%d", ordersBytes),
+		"Produce deny payments 0/0",
+		fmt.Sprintf("Fetch allow orders 6/%d", len(fp.RecordBatches)),
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestFailOpenServesAndCountsDrops(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.Spool.MaxBytes = 4096
+	cfg.OnSpoolFull = FailOpen
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	ctx := context.Background()
+	c := testConn(1, alice)
+	cl.failing.Store(true)
+	for i := 0; metricValue(env.a.m.dropped) == 0; i++ {
+		if i > 2000 {
+			t.Fatal("nothing dropped")
+		}
+		if err := f.OnRequest(ctx, exchange(c, 0)); err != nil {
+			t.Fatalf("fail_open denied: %v", err)
+		}
+		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", i))))
+		if i%10 == 9 {
+			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
+		}
+	}
+	if env.a.Healthy() != nil || metricValue(env.a.m.failingClose) != 0 {
+		t.Fatal("fail_open reported failing closed")
+	}
+	cl.failing.Store(false)
+	env.close(t)
+	// The chain shows the loss.
+	recs, _ := events(t, cl)
+	rep := VerifyRecords(recs, env.pub)
+	if rep.OK() || (rep.Problems[0].Kind != ProblemGap && rep.Problems[0].Kind != ProblemTruncatedStart) {
+		t.Fatalf("dropped events not visible as a gap: %+v", rep.Problems)
+	}
+}
+
+func TestAuditorEdges(t *testing.T) {
+	cl := newCluster(t)
+	env := start(t, cl, testConfig(t))
+	f := NewFilter(env.a)
+	// An exchange without a connection or client id must not panic.
+	x := &filter.Exchange{Key: 3, Decisions: []filter.Decision{{Action: "describe", ResourceType: "cluster", Resource: "kafka-cluster", Allow: true}}}
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	env.a.MaskFailure(nil, "orders", 0, "no schema")
+	env.a.PolicyReload("", fmt.Errorf("rego: parse error"))
+	env.close(t)
+	// Events after Close are dropped and counted, not blocking.
+	env.a.Auth(testConn(9, nil), "PLAIN", nil, nil)
+	if metricValue(env.a.m.dropped) != 1 {
+		t.Fatal("event after close not counted as dropped")
+	}
+	if err := env.a.Close(context.Background()); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	_, evs := events(t, cl)
+	if len(evs) != 4 || evs[2].Data.Decision != Failure || evs[2].Data.Error != "rego: parse error" {
+		t.Fatalf("events %+v", evs)
+	}
+}
