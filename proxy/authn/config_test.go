@@ -140,6 +140,9 @@ func TestForListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer empty.Close()
+	if empty.HasTLSMapping() {
+		t.Error("HasTLSMapping true without a tls section")
+	}
 	if _, err := empty.ForListener([]string{"PLAIN"}); err == nil {
 		t.Error("PLAIN without credentials_file accepted")
 	}

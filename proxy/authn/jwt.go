@@ -119,11 +119,11 @@ func numericDate(claims map[string]any, name string) (t time.Time, ok bool, err 
 	}
 	n, isNum := v.(json.Number)
 	if !isNum {
-		return time.Time{}, false, authErr(ReasonBadClaims, "authentication failed: token claim "+name+" is not a number")
+		return time.Time{}, false, authErr(ReasonBadClaims, "token claim "+name+" is not a number")
 	}
 	f, e := n.Float64()
 	if e != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
-		return time.Time{}, false, authErr(ReasonBadClaims, "authentication failed: token claim "+name+" is out of range")
+		return time.Time{}, false, authErr(ReasonBadClaims, "token claim "+name+" is out of range")
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
@@ -207,5 +207,5 @@ func audienceHas(v any, aud string) bool {
 }
 
 func claimsErr(format string, args ...any) *filter.AuthError {
-	return authErr(ReasonBadClaims, "authentication failed: "+fmt.Sprintf(format, args...))
+	return authErr(ReasonBadClaims, ""+fmt.Sprintf(format, args...))
 }

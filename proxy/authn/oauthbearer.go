@@ -132,7 +132,7 @@ func (v *oauthVerifier) verify(tok string) (*filter.Principal, time.Time, *filte
 	}
 	alg := t.header.Alg
 	if !v.algs[alg] {
-		return nil, time.Time{}, authErr(ReasonBadAlgorithm, fmt.Sprintf("authentication failed: token algorithm %q is not accepted", truncate(alg, 16)))
+		return nil, time.Time{}, authErr(ReasonBadAlgorithm, fmt.Sprintf("token algorithm %q is not accepted", truncate(alg, 16)))
 	}
 	if len(t.header.Crit) > 0 && string(t.header.Crit) != "null" {
 		return nil, time.Time{}, malformed("token has critical header parameters")
@@ -143,7 +143,7 @@ func (v *oauthVerifier) verify(tok string) (*filter.Principal, time.Time, *filte
 		cands, kidKnown = v.keys.Load().candidates(t.header.Kid, alg)
 	}
 	if v.keys.Load() == nil {
-		return nil, time.Time{}, authErr(ReasonUnavailable, "authentication failed: token signing keys are not available")
+		return nil, time.Time{}, authErr(ReasonUnavailable, "token signing keys are not available")
 	}
 	verified := false
 	for _, k := range cands {
@@ -154,17 +154,17 @@ func (v *oauthVerifier) verify(tok string) (*filter.Principal, time.Time, *filte
 	}
 	if !verified {
 		if !kidKnown {
-			return nil, time.Time{}, authErr(ReasonBadSignature, "authentication failed: token signed by an unknown key")
+			return nil, time.Time{}, authErr(ReasonBadSignature, "token signed by an unknown key")
 		}
-		return nil, time.Time{}, authErr(ReasonBadSignature, "authentication failed: token signature is invalid")
+		return nil, time.Time{}, authErr(ReasonBadSignature, "token signature is invalid")
 	}
 
 	c := t.claims
 	if iss, _ := c["iss"].(string); iss != v.cfg.Issuer {
-		return nil, time.Time{}, authErr(ReasonBadIssuer, "authentication failed: token issuer is not accepted")
+		return nil, time.Time{}, authErr(ReasonBadIssuer, "token issuer is not accepted")
 	}
 	if !audienceHas(c["aud"], v.cfg.Audience) {
-		return nil, time.Time{}, authErr(ReasonBadAudience, "authentication failed: token audience does not include this gateway")
+		return nil, time.Time{}, authErr(ReasonBadAudience, "token audience does not include this gateway")
 	}
 	now := v.p.now()
 	skew := v.cfg.ClockSkew
@@ -176,17 +176,17 @@ func (v *oauthVerifier) verify(tok string) (*filter.Principal, time.Time, *filte
 		return nil, time.Time{}, claimsErr("token has no exp claim")
 	}
 	if !now.Before(exp.Add(skew)) {
-		return nil, time.Time{}, authErr(ReasonExpired, "authentication failed: token expired")
+		return nil, time.Time{}, authErr(ReasonExpired, "token expired")
 	}
 	if nbf, ok, aerr := numericDate(c, "nbf"); aerr != nil {
 		return nil, time.Time{}, aerr
 	} else if ok && now.Add(skew).Before(nbf) {
-		return nil, time.Time{}, authErr(ReasonNotYetValid, "authentication failed: token is not valid yet (nbf)")
+		return nil, time.Time{}, authErr(ReasonNotYetValid, "token is not valid yet (nbf)")
 	}
 	if iat, ok, aerr := numericDate(c, "iat"); aerr != nil {
 		return nil, time.Time{}, aerr
 	} else if ok && now.Add(skew).Before(iat) {
-		return nil, time.Time{}, authErr(ReasonNotYetValid, "authentication failed: token is issued in the future (iat)")
+		return nil, time.Time{}, authErr(ReasonNotYetValid, "token is issued in the future (iat)")
 	}
 
 	pr := &filter.Principal{Mechanism: MechOAuthBearer, Expires: exp}
@@ -263,7 +263,7 @@ func (s *oauthSession) step(msg []byte) ([]byte, bool, *filter.Principal, time.D
 	}
 	s.name = pr.ID
 	if authzid != "" && authzid != pr.ID {
-		return nil, false, nil, 0, authErr(ReasonBadAuthzid, "authentication failed: authorization id must be empty or equal to the token principal")
+		return nil, false, nil, 0, authErr(ReasonBadAuthzid, "authorization id must be empty or equal to the token principal")
 	}
 	lifetime := exp.Sub(s.v.p.now())
 	if lifetime < time.Second {

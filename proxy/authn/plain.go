@@ -39,7 +39,7 @@ func (s *plainSession) step(msg []byte) ([]byte, bool, *filter.Principal, time.D
 	}
 	s.name = string(authcid)
 	if len(authzid) > 0 && !bytes.Equal(authzid, authcid) {
-		return nil, false, nil, 0, authErr(ReasonBadAuthzid, "authentication failed: authorization id must be empty or equal to the user name")
+		return nil, false, nil, 0, authErr(ReasonBadAuthzid, "authorization id must be empty or equal to the user name")
 	}
 	creds := s.p.creds.Load()
 	u := creds.users[s.name]

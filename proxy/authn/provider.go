@@ -203,6 +203,10 @@ func (w *fileWatch) check() (changed bool, err error) {
 	return true, w.load(b)
 }
 
+// HasTLSMapping reports whether a tls section is configured, i.e. whether
+// "mtls" may be passed to ForListener.
+func (p *Provider) HasTLSMapping() bool { return p.tls != nil }
+
 // ForListener returns the Authenticator of a listener enabling mechanisms,
 // in preference order: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512,
 // OAUTHBEARER (matched case-insensitively) and the pseudo-mechanism "mtls",

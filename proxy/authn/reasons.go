@@ -33,12 +33,12 @@ var Reasons = []string{
 
 // msgBadCredentials is sent for unknown users and wrong passwords alike, so a
 // client cannot learn which user names exist.
-const msgBadCredentials = "authentication failed: invalid username or password"
+const msgBadCredentials = "invalid username or password"
 
 func authErr(reason, msg string) *filter.AuthError {
 	return &filter.AuthError{Reason: reason, Message: msg}
 }
 
 func malformed(msg string) *filter.AuthError {
-	return &filter.AuthError{Reason: ReasonMalformed, Message: "authentication failed: malformed message: " + msg}
+	return &filter.AuthError{Reason: ReasonMalformed, Message: "malformed message: " + msg}
 }

@@ -98,7 +98,7 @@ func unescapeSASLName(s string) (string, bool) {
 // of msg; "p=..." (channel binding) is refused.
 func parseGS2Header(msg string) (header, authzid, rest string, err *filter.AuthError) {
 	if strings.HasPrefix(msg, "p=") {
-		return "", "", "", authErr(ReasonChannelBinding, "authentication failed: channel binding is not supported")
+		return "", "", "", authErr(ReasonChannelBinding, "channel binding is not supported")
 	}
 	if !strings.HasPrefix(msg, "n,") && !strings.HasPrefix(msg, "y,") {
 		return "", "", "", malformed("GS2 header must start with \"n,\" or \"y,\"")
@@ -165,7 +165,7 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 	}
 	s.name = name
 	if authzid != "" && authzid != name {
-		return nil, authErr(ReasonBadAuthzid, "authentication failed: authorization id must be empty or equal to the user name")
+		return nil, authErr(ReasonBadAuthzid, "authorization id must be empty or equal to the user name")
 	}
 	creds := s.p.creds.Load()
 	if u := creds.users[name]; u != nil && u.scram[s.mech] != nil {
@@ -175,7 +175,7 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 	}
 	snonce := make([]byte, 24)
 	if _, err := rand.Read(snonce); err != nil {
-		return nil, authErr(ReasonUnavailable, "authentication failed: internal error")
+		return nil, authErr(ReasonUnavailable, "internal error")
 	}
 	s.gs2Header = header
 	s.clientFirstBare = bare
@@ -209,7 +209,7 @@ func (s *scramSession) clientFinal(msg string) ([]byte, bool, *filter.Principal,
 	// is accepted too, but only with the same channel-binding flag.
 	cb, err := base64.StdEncoding.DecodeString(attrs[0][2:])
 	if err != nil || (string(cb) != s.gs2Header && string(cb) != s.gs2Header[:1]+",,") {
-		return nil, false, nil, 0, authErr(ReasonChannelBinding, "authentication failed: channel binding data does not match the GS2 header")
+		return nil, false, nil, 0, authErr(ReasonChannelBinding, "channel binding data does not match the GS2 header")
 	}
 	if attrs[1][2:] != s.nonce {
 		return nil, false, nil, 0, malformed("client-final-message nonce does not match")

@@ -80,6 +80,9 @@ func TestTLSPrincipalUnverifiedAndOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, func(cfg *authn.Config) { cfg.TLS = &authn.TLSMapping{From: "subject_cn"} }, alice)
+	if !f.p.HasTLSMapping() {
+		t.Fatal("HasTLSMapping false with a tls section")
+	}
 	a := f.auth(t, "mtls", "PLAIN")
 	unverified := state
 	unverified.VerifiedChains = nil

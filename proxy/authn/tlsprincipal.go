@@ -15,7 +15,7 @@ import (
 // certificate's NotAfter.
 func (t *tlsMapper) principal(state tls.ConnectionState) (*filter.Principal, *filter.AuthError) {
 	if len(state.VerifiedChains) == 0 || len(state.PeerCertificates) == 0 {
-		return nil, authErr(ReasonBadCertificate, "authentication failed: client certificate was not verified")
+		return nil, authErr(ReasonBadCertificate, "client certificate was not verified")
 	}
 	cert := state.PeerCertificates[0]
 	var id, matched string
@@ -37,7 +37,7 @@ func (t *tlsMapper) principal(state tls.ConnectionState) (*filter.Principal, *fi
 		}
 	}
 	if id == "" {
-		return nil, authErr(ReasonBadCertificate, "authentication failed: client certificate does not map to a principal")
+		return nil, authErr(ReasonBadCertificate, "client certificate does not map to a principal")
 	}
 	var org string
 	switch t.orgFrom {
@@ -55,7 +55,7 @@ func (t *tlsMapper) principal(state tls.ConnectionState) (*filter.Principal, *fi
 		}
 	}
 	if t.orgFrom != "none" && org == "" {
-		return nil, authErr(ReasonBadCertificate, "authentication failed: client certificate names no organisation")
+		return nil, authErr(ReasonBadCertificate, "client certificate names no organisation")
 	}
 	fp := sha256.Sum256(cert.Raw)
 	return &filter.Principal{
