@@ -1,0 +1,302 @@
+// Package bench measures the gateway against the cluster it fronts, in one
+// run with alternating rounds, so that the noisy 2-core machines compare
+// like with like. Run it with `make bench`; docs/benchmarks.md holds the
+// figures and the command.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-gw/sluice/test/harness"
+)
+
+const (
+	recordSize = 1024
+)
+
+var (
+	rounds      = envInt("SLUICE_BENCH_ROUNDS", 5)
+	produceMB   = envInt("SLUICE_BENCH_MB", 64)
+	rttSamples  = envInt("SLUICE_BENCH_RTT", 2000)
+	onlyVariant = os.Getenv("SLUICE_BENCH_VARIANTS") // comma list; default all
+)
+
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// variant is one way of reaching the cluster.
+type variant struct {
+	name  string
+	extra string // YAML appended to the gateway config; "-" means direct
+}
+
+// variants are what `make bench` compares. Rows for later features are
+// added next to "gateway" as they land.
+var variants = []variant{
+	{"direct", "-"},
+	{"gateway", ""},
+}
+
+type gateway struct {
+	cmd   *exec.Cmd
+	boot  string
+	admin string
+}
+
+func startGateway(b *testing.B, upstream []string, extra string) *gateway {
+	b.Helper()
+	dir := b.TempDir()
+	g := &gateway{boot: harness.FreeAddr(b), admin: harness.FreeAddr(b)}
+	cfg := fmt.Sprintf(`listen: %s
+advertised_host: 127.0.0.1
+broker_port_base: 0
+admin_listen: %s
+upstream:
+  brokers: [%s]
+log: {level: warn, format: json}
+%s`, g.boot, g.admin, strings.Join(upstream, ", "), extra)
+	file := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	g.cmd = exec.Command(harness.SluiceBin(b), "run", "--config", file)
+	g.cmd.Stdout, g.cmd.Stderr = os.Stderr, os.Stderr
+	if err := g.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = g.cmd.Process.Signal(os.Interrupt)
+		_ = g.cmd.Wait()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + g.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return g
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatal("gateway not ready")
+	return nil
+}
+
+// cpuSeconds is the gateway process's user+system CPU time.
+func (g *gateway) cpuSeconds(b *testing.B) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 (1-based) of the whole line.
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+type result struct {
+	produceMBs, consumeMBs float64
+	rtt                    []time.Duration
+	cpuPerMB               float64 // ms of gateway CPU per MB moved
+}
+
+func newClient(b *testing.B, boot string, opts ...kgo.Opt) *kgo.Client {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(boot), kgo.AllowAutoTopicCreation()}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cl
+}
+
+// runOnce produces produceMB of 1 KiB records with acks=all, consumes them
+// back, and measures sequential produce round trips.
+func runOnce(b *testing.B, boot, topic string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n := produceMB << 10
+	value := make([]byte, recordSize)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+
+	prod := newClient(b, boot, kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(1<<20))
+	defer prod.Close()
+	// Warm up metadata and connections.
+	if err := prod.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+		b.Fatal(err)
+	}
+	var failed atomic.Int64
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		prod.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	if err := prod.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	produceSecs := time.Since(start).Seconds()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d produce failures", f)
+	}
+
+	cons := newClient(b, boot, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(4<<20))
+	defer cons.Close()
+	got := 0
+	start = time.Now()
+	for got < n+1 {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			b.Fatal(err)
+		}
+		got += fs.NumRecords()
+	}
+	consumeSecs := time.Since(start).Seconds()
+
+	rtt := make([]time.Duration, 0, rttSamples)
+	small := []byte("ping")
+	for i := 0; i < rttSamples; i++ {
+		t0 := time.Now()
+		if err := prod.ProduceSync(ctx, &kgo.Record{Value: small}).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		rtt = append(rtt, time.Since(t0))
+	}
+	mb := float64(n) * recordSize / 1e6
+	return result{produceMBs: mb / produceSecs, consumeMBs: mb / consumeSecs, rtt: rtt}
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64{}, xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration{}, ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// BenchmarkGateway runs every variant in alternating rounds against one
+// 3-broker kfake cluster and reports medians and ratios to direct.
+func BenchmarkGateway(b *testing.B) {
+	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(6))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kf.Close()
+
+	active := variants
+	if onlyVariant != "" {
+		active = nil
+		for _, v := range variants {
+			if strings.Contains(","+onlyVariant+",", ","+v.name+",") {
+				active = append(active, v)
+			}
+		}
+	}
+	boots := map[string]string{}
+	gws := map[string]*gateway{}
+	for _, v := range active {
+		if v.extra == "-" {
+			boots[v.name] = kf.ListenAddrs()[0]
+			continue
+		}
+		g := startGateway(b, kf.ListenAddrs(), v.extra)
+		boots[v.name], gws[v.name] = g.boot, g
+	}
+
+	type series struct {
+		prod, cons, cpu []float64
+		rtt             []time.Duration
+	}
+	all := map[string]*series{}
+	for _, v := range active {
+		all[v.name] = &series{}
+	}
+	for r := 0; r < rounds; r++ {
+		order := append([]variant{}, active...)
+		if r%2 == 1 { // alternate the order each round
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		for _, v := range order {
+			topic := fmt.Sprintf("bench-%s-%d", v.name, r)
+			var cpu0 float64
+			g := gws[v.name]
+			if g != nil {
+				cpu0 = g.cpuSeconds(b)
+			}
+			res := runOnce(b, boots[v.name], topic)
+			s := all[v.name]
+			s.prod = append(s.prod, res.produceMBs)
+			s.cons = append(s.cons, res.consumeMBs)
+			s.rtt = append(s.rtt, res.rtt...)
+			if g != nil {
+				moved := 2 * float64(produceMB<<10) * recordSize / 1e6 // produced + consumed
+				s.cpu = append(s.cpu, (g.cpuSeconds(b)-cpu0)*1000/moved)
+			}
+			b.Logf("round %d %-8s produce %7.1f MB/s consume %7.1f MB/s rtt p50 %v", r, v.name, res.produceMBs, res.consumeMBs, percentile(res.rtt, 0.5))
+		}
+	}
+
+	d := all["direct"]
+	var out strings.Builder
+	fmt.Fprintf(&out, "\n%d rounds, %d MiB of %d-byte records per round, acks=all, 3-broker kfake, franz-go\n", rounds, produceMB, recordSize)
+	fmt.Fprintf(&out, "%-10s %12s %12s %12s %12s %10s %10s %14s\n", "variant", "produce MB/s", "consume MB/s", "produce x", "consume x", "rtt p50", "rtt p99", "cpu ms/MB")
+	for _, v := range active {
+		s := all[v.name]
+		px, cx := 1.0, 1.0
+		if d != nil && v.name != "direct" {
+			px, cx = median(s.prod)/median(d.prod), median(s.cons)/median(d.cons)
+		}
+		cpu := "-"
+		if len(s.cpu) > 0 {
+			cpu = fmt.Sprintf("%.3f", median(s.cpu))
+		}
+		fmt.Fprintf(&out, "%-10s %12.1f %12.1f %12.3f %12.3f %10v %10v %14s\n", v.name, median(s.prod), median(s.cons), px, cx,
+			percentile(s.rtt, 0.5).Round(time.Microsecond), percentile(s.rtt, 0.99).Round(time.Microsecond), cpu)
+		if v.name != "direct" && d != nil {
+			b.ReportMetric(px, v.name+"-produce-x")
+			b.ReportMetric(cx, v.name+"-consume-x")
+			b.ReportMetric(float64(percentile(s.rtt, 0.5)-percentile(d.rtt, 0.5))/1e3, v.name+"-rtt-p50-added-us")
+			if len(s.cpu) > 0 {
+				b.ReportMetric(median(s.cpu), v.name+"-cpu-ms/MB")
+			}
+		}
+	}
+	fmt.Print(out.String())
+	_ = net.JoinHostPort
+}
