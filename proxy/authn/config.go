@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -40,8 +41,9 @@ type Config struct {
 	// SCRAM sessions do not expire).
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
 	// MaxConcurrentVerifications bounds how many password hashes (bcrypt,
-	// argon2id) are verified at once, so a burst of PLAIN logins cannot
-	// starve the proxy. Default 4.
+	// argon2id) are verified at once, so a burst of PLAIN logins (or an
+	// attacker's) cannot starve the proxy: further logins wait. Default
+	// half of GOMAXPROCS, at least 1.
 	MaxConcurrentVerifications int `yaml:"max_concurrent_verifications"`
 
 	OAuthBearer *OAuthBearerConfig `yaml:"oauthbearer"`
@@ -115,7 +117,7 @@ type TLSMapping struct {
 // DefaultConfig returns a config with defaults filled and no mechanism
 // configured.
 func DefaultConfig() Config {
-	return Config{ReloadInterval: 2 * time.Second, MaxConcurrentVerifications: 4}
+	return Config{ReloadInterval: 2 * time.Second, MaxConcurrentVerifications: max(1, runtime.GOMAXPROCS(0)/2)}
 }
 
 // DefaultOAuthBearerConfig returns the OAUTHBEARER defaults; Issuer, Audience
