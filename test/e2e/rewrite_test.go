@@ -309,6 +309,9 @@ func TestAddressRewriteEveryVersion(t *testing.T) {
 // filling in the batch length and CRC.
 func oneRecordBatch() []byte {
 	rec := kmsg.Record{Value: []byte("v")}
+	// Length is the size of the record after the length varint; with a
+	// zero Length the varint takes one byte.
+	rec.Length = int32(len(rec.AppendTo(nil)) - 1)
 	recs := rec.AppendTo(nil)
 	b := kmsg.RecordBatch{
 		FirstOffset:          0,

@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sluice-gw/sluice/test/harness"
+)
+
+func dialRawErr(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, time.Second)
+}
+
+// TestRunWithFlagsOnly runs `sluice run --upstream ...` without a file.
+func TestRunWithFlagsOnly(t *testing.T) {
+	t.Parallel()
+	requireAvailable(t, kcatClient{})
+	cluster := harness.StartCluster(t, 3, kfake.SeedTopics(3, "e2e-flags"))
+	gw := harness.StartGatewayArgs(t, cluster,
+		"--upstream", strings.Join(cluster.Addrs(), ","),
+		"--listen", harness.FreeAddr(t),
+		"--advertised-host", "127.0.0.1",
+		"--admin-listen", harness.FreeAddr(t),
+	)
+	ctx := context.Background()
+	addrs := kcatClient{}.metadata(ctx, t, gw.Bootstrap)
+	if len(addrs) != 3 {
+		t.Errorf("kcat saw %v, want 3 brokers", addrs)
+	}
+	gw.AssertGatewayAddrs(t, cluster, addrs)
+	cluster.AssertOnlyGateway(t)
+}
+
+// TestInvalidConfig checks that a bad configuration stops sluice at start
+// with a message naming the key at fault.
+func TestInvalidConfig(t *testing.T) {
+	t.Parallel()
+	bin := harness.SluiceBin(t)
+	base := "listen: 127.0.0.1:0\nadmin_listen: \"\"\nupstream:\n  brokers: [\"127.0.0.1:1\"]\n"
+	for _, tc := range []struct {
+		name, yaml, wantKey string
+		args                []string
+	}{
+		{"unknown key", base + "colour: red\n", "colour", nil},
+		{"inline password", base[:len(base)-1] + "\n  sasl: {mechanism: PLAIN, username: u, password: hunter2}\n", "password", nil},
+		{"no upstream", "listen: 127.0.0.1:0\nadmin_listen: \"\"\n", "upstream.brokers", nil},
+		{"bad upstream", "listen: 127.0.0.1:0\nadmin_listen: \"\"\nupstream:\n  brokers: [\"kafka\"]\n", "upstream.brokers", nil},
+		{"bad sasl mechanism", base + "  sasl: {mechanism: GSSAPI, username: u, password_env: X}\n", "upstream.sasl.mechanism", nil},
+		{"missing password env", base + "  sasl: {mechanism: PLAIN, username: u, password_env: SLUICE_E2E_UNSET_VARIABLE}\n", "password_env", nil},
+		{"bad frame size", base + "max_frame_bytes: -1\n", "max_frame_bytes", nil},
+		{"bad log level", base + "log: {level: loud}\n", "log.level", nil},
+		{"bad listen flag", base, "listen", []string{"--listen", "nonsense"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join(t.TempDir(), "sluice.yaml")
+			if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"run", "--config", file}, tc.args...)
+			r := harness.Run(context.Background(), 15*time.Second, bin, args...)
+			if r.ExitCode <= 0 {
+				t.Fatalf("sluice accepted the config (or hung): %s", r)
+			}
+			if !strings.Contains(r.Stderr+r.Stdout, tc.wantKey) {
+				t.Errorf("error does not name %q: %s", tc.wantKey, r)
+			}
+		})
+	}
+}
+
+// freeRun returns a loopback port p such that p..p+n are all free.
+func freeRun(t *testing.T, n int) int {
+	t.Helper()
+	for attempt := 0; attempt < 50; attempt++ {
+		_, ps, _ := net.SplitHostPort(harness.FreeAddr(t))
+		p, _ := strconv.Atoi(ps)
+		if p+n > 65535 {
+			continue
+		}
+		ok := true
+		for i := 0; i <= n && ok; i++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+i))
+			if err != nil {
+				ok = false
+				continue
+			}
+			ln.Close()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Skip("no run of free ports found")
+	return 0
+}
+
+// TestDev runs `sluice dev` (on free ports instead of 9092), uses it with
+// kcat, and stops it with Ctrl-C.
+func TestDev(t *testing.T) {
+	t.Parallel()
+	requireAvailable(t, kcatClient{})
+	port := freeRun(t, 3)
+	boot := "127.0.0.1:" + strconv.Itoa(port)
+	admin := harness.FreeAddr(t)
+	cmd := exec.Command(harness.SluiceBin(t), "dev", "--listen", boot, "--advertised-host", "127.0.0.1", "--admin-listen", admin)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("sluice dev output:\n%s", out.String())
+		}
+	}()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("sluice dev exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice dev not ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	ctx := context.Background()
+	k := kcatClient{}
+	addrs := k.metadata(ctx, t, boot)
+	if len(addrs) != 3 {
+		t.Errorf("dev cluster has %v, want 3 brokers", addrs)
+	}
+	for _, a := range addrs {
+		_, ps, _ := net.SplitHostPort(a)
+		p, _ := strconv.Atoi(ps)
+		if p <= port || p > port+3 {
+			t.Errorf("dev broker %s is not on a port next to the bootstrap %d", a, port)
+		}
+	}
+	k.produce(ctx, t, boot, "demo", 5, "dev")
+	if got := k.consume(ctx, t, boot, "demo", 5); len(got) != 5 {
+		t.Errorf("consumed %v from the dev cluster", got)
+	}
+	if !strings.Contains(out.String(), "kcat -b") {
+		t.Errorf("sluice dev does not print how to connect")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("sluice dev exit after Ctrl-C: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("sluice dev did not stop within 15s of Ctrl-C")
+	}
+}
