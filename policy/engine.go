@@ -301,7 +301,6 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	evalDur     prometheus.Histogram
 	loadedAt    prometheus.Gauge
-	refused     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -322,9 +321,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_policy_revision_loaded_timestamp_seconds", Help: "When the revision in service was loaded.",
 		}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_policy_refused_requests_total", Help: "Whole requests refused by the policy filter, by API.",
-		}, []string{"api"}),
 	}
 	m.allow = [2]prometheus.Counter{dec.WithLabelValues("allow", "false"), dec.WithLabelValues("allow", "true")}
 	m.deny = [2]prometheus.Counter{dec.WithLabelValues("deny", "false"), dec.WithLabelValues("deny", "true")}
@@ -334,7 +330,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{dec, m.errors, m.reloads, m.evalDur, m.loadedAt, m.refused} {
+		for _, c := range []prometheus.Collector{dec, m.errors, m.reloads, m.evalDur, m.loadedAt} {
 			reg.MustRegister(c)
 		}
 	}

@@ -28,6 +28,7 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewFetchResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
+				rp.HighWatermark = -1 // as Kafka: no offsets for a refused partition
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)

@@ -1,0 +1,631 @@
+package policy
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/proxy/kafkaerr"
+)
+
+// fakeDecider answers from a function, recording the queries.
+type fakeDecider struct {
+	allow   func(q *Query) bool
+	queries []Query
+}
+
+func (d *fakeDecider) Decide(_ context.Context, q *Query) Decision {
+	d.queries = append(d.queries, *q)
+	if d.allow(q) {
+		return Decision{Allow: true, Reason: "fake allow", Revision: "fake"}
+	}
+	return Decision{Allow: false, Reason: "fake deny", Revision: "fake"}
+}
+
+type topics map[[16]byte]string
+
+func (t topics) TopicName(id [16]byte) (string, bool) { n, ok := t[id]; return n, ok }
+func (t topics) TopicID(name string) ([16]byte, bool) {
+	for id, n := range t {
+		if n == name {
+			return id, true
+		}
+	}
+	return [16]byte{}, false
+}
+
+var (
+	idOrders = [16]byte{1}
+	idSecret = [16]byte{2}
+	resolver = topics{idOrders: "orders.eu", idSecret: "payments.settled"}
+)
+
+func exchange(p *filter.Principal, req kmsg.Request) *filter.Exchange {
+	c := &filter.Conn{ID: 1, Listener: "bootstrap"}
+	c.SetPrincipal(p)
+	cid := "test-client"
+	return &filter.Exchange{Conn: c, Key: req.Key(), Version: req.GetVersion(), Request: req, Received: testNow, Topics: resolver, ClientID: &cid}
+}
+
+// fill gives every list of v one element and every name a value.
+func fill(v reflect.Value, depth int) {
+	switch v.Kind() {
+	case reflect.Ptr:
+		if v.Type().Elem().Kind() == reflect.String && v.IsNil() {
+			s := "r"
+			v.Set(reflect.ValueOf(&s))
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			n := v.Type().Field(i).Name
+			if n == "Version" || n == "UnknownTags" || n == "ReplicaID" || n == "ReplicaState" || n == "CoordinatorType" {
+				continue
+			}
+			fill(v.Field(i), depth+1)
+		}
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 || depth > 6 || v.Len() > 0 {
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), 1, 1)
+		if d, ok := s.Index(0).Addr().Interface().(interface{ Default() }); ok {
+			d.Default()
+		}
+		fill(s.Index(0), depth+1)
+		v.Set(s)
+	case reflect.String:
+		if v.String() == "" {
+			v.SetString("r")
+		}
+	case reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			v.Set(reflect.ValueOf(idOrders))
+		}
+	}
+}
+
+func filled(key, version int16) kmsg.Request {
+	req := kmsg.RequestForKey(key)
+	if d, ok := req.(interface{ Default() }); ok {
+		d.Default()
+	}
+	fill(reflect.ValueOf(req).Elem(), 0)
+	req.SetVersion(version)
+	return req
+}
+
+// listings are the keys whose requests name no resource: their responses
+// are filtered instead.
+var listings = map[int16]string{
+	16: "ListGroups",
+	66: "ListTransactions",
+}
+
+// TestEveryKeyHasARule walks every API key kmsg knows. Each must be
+// enforced by a named rule, refused, or answered by the proxy; and under a
+// policy that denies everything, no request of an enforced key may reach
+// the broker with a resource still in it.
+func TestEveryKeyHasARule(t *testing.T) {
+	for key := int16(0); kmsg.RequestForKey(key) != nil; key++ {
+		name := kmsg.NameForKey(key)
+		r, ok := ruleFor(key)
+		if !ok {
+			t.Errorf("api key %d (%s) has no policy rule: decide how it is enforced or refuse it", key, name)
+			continue
+		}
+		if r.name == "" {
+			t.Errorf("api key %d (%s): rule has no name", key, name)
+		}
+		if r.kind == enforced && r.req == nil && r.resp == nil {
+			t.Errorf("api key %d (%s): enforced rule with no check", key, name)
+		}
+		t.Run(name, func(t *testing.T) {
+			denyAll := newFilter(&fakeDecider{allow: func(*Query) bool { return false }}, nil, nil)
+			allowAll := newFilter(&fakeDecider{allow: func(*Query) bool { return true }}, nil, nil)
+			if wants := denyAll.Wants(key); wants != (r.kind != proxyHandled) {
+				t.Fatalf("Wants = %v for a %v rule", wants, r.kind)
+			}
+			max := kmsg.RequestForKey(key).MaxVersion()
+			for v := int16(0); v <= max; v++ {
+				x := exchange(acme, filled(key, v))
+				err := denyAll.OnRequest(context.Background(), x)
+				if r.kind == proxyHandled {
+					if err != nil || x.Local != nil {
+						t.Fatalf("v%d: proxy-handled key touched: %v", v, err)
+					}
+					continue
+				}
+				if d, isDenial := filter.AsDenial(err); isDenial {
+					if _, kerr := kafkaerr.ErrorResponse(x.Request, d.Code); kerr != nil {
+						t.Fatalf("v%d: denial cannot be answered: %v", v, kerr)
+					}
+					if r.kind == refused && d.Code != codeCluster {
+						t.Fatalf("v%d: refused with %d", v, d.Code)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("v%d: %v", v, err)
+				}
+				if r.kind == refused {
+					t.Fatalf("v%d: refused key not refused", v)
+				}
+				if x.Local != nil {
+					if x.Local.Key() != key || x.Local.GetVersion() != v {
+						t.Fatalf("v%d: local answer of key %d version %d", v, x.Local.Key(), x.Local.GetVersion())
+					}
+					continue
+				}
+				// Forwarded under deny-all: only listings and an emptied
+				// Metadata request may be.
+				switch {
+				case listings[key] != "":
+				case key == 3 && len(x.Request.(*kmsg.MetadataRequest).Topics) == 0 && x.Request.(*kmsg.MetadataRequest).Topics != nil:
+				default:
+					t.Fatalf("v%d: forwarded under a deny-all policy: %+v", v, x.Request)
+				}
+				// The response side must hide everything.
+				resp := x.Request.ResponseKind()
+				if d, ok := resp.(interface{ Default() }); ok {
+					d.Default()
+				}
+				fill(reflect.ValueOf(resp).Elem(), 0)
+				resp.SetVersion(v)
+				x.Response = resp
+				if err := denyAll.OnResponse(context.Background(), x); err != nil {
+					t.Fatalf("v%d: response: %v", v, err)
+				}
+				if leaked := listed(resp); leaked != "" {
+					t.Fatalf("v%d: response still lists %s", v, leaked)
+				}
+			}
+			// Allow-all passes every enforced request untouched.
+			if r.kind == enforced {
+				x := exchange(admin, filled(key, max))
+				if err := allowAll.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+					t.Fatalf("allow-all: err %v local %v", err, x.Local)
+				}
+			}
+		})
+	}
+}
+
+// listed reports a resource still listed without an error in a filtered
+// response.
+func listed(resp kmsg.Response) string {
+	switch r := resp.(type) {
+	case *kmsg.ListGroupsResponse:
+		if len(r.Groups) > 0 {
+			return "groups"
+		}
+	case *kmsg.ListTransactionsResponse:
+		if len(r.TransactionStates) > 0 {
+			return "transactions"
+		}
+	case *kmsg.MetadataResponse:
+		for _, t := range r.Topics {
+			if t.ErrorCode == 0 {
+				return "topic " + *t.Topic
+			}
+		}
+	}
+	return ""
+}
+
+func newExampleFilter(t testing.TB) *Filter {
+	return newFilter(newExample(t, nil), nil, nil)
+}
+
+func produceReqFor(version int16, topics ...string) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks = version, -1
+	for _, name := range topics {
+		t := kmsg.NewProduceRequestTopic()
+		t.Topic = name
+		p := kmsg.NewProduceRequestTopicPartition()
+		p.Partition = 0
+		t.Partitions = append(t.Partitions, p)
+		req.Topics = append(req.Topics, t)
+	}
+	return req
+}
+
+func TestProducePartial(t *testing.T) {
+	f := newExampleFilter(t)
+	req := produceReqFor(9, "inbound.acme.returns", "orders.eu")
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatalf("err %v local %v", err, x.Local)
+	}
+	if len(req.Topics) != 1 || req.Topics[0].Topic != "inbound.acme.returns" {
+		t.Fatalf("forwarded %+v", req.Topics)
+	}
+	// Upstream answers the allowed topic; the denied one is added back.
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.Version = 9
+	rt := kmsg.NewProduceResponseTopic()
+	rt.Topic = "inbound.acme.returns"
+	rt.Partitions = append(rt.Partitions, kmsg.NewProduceResponseTopicPartition())
+	resp.Topics = append(resp.Topics, rt)
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int16{}
+	for _, t := range resp.Topics {
+		got[t.Topic] = t.Partitions[0].ErrorCode
+	}
+	if len(got) != 2 || got["inbound.acme.returns"] != 0 || got["orders.eu"] != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("response codes %v", got)
+	}
+	if len(x.Decisions) != 2 || x.Decisions[1].Allow || x.Decisions[1].Resource != "orders.eu" || len(x.Decisions[1].Partitions) != 1 {
+		t.Fatalf("decisions %+v", x.Decisions)
+	}
+}
+
+func TestProduceAllDeniedAnsweredLocally(t *testing.T) {
+	f := newExampleFilter(t)
+	x := exchange(acme, produceReqFor(3, "orders.eu", "_sluice_audit"))
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	resp, ok := x.Local.(*kmsg.ProduceResponse)
+	if !ok || len(resp.Topics) != 2 || resp.Topics[1].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code || resp.Version != 3 {
+		t.Fatalf("local %+v", x.Local)
+	}
+	x.Response = x.Local
+	if err := f.OnResponse(context.Background(), x); err != nil || len(resp.Topics) != 2 {
+		t.Fatalf("response side changed a local answer: %v %+v", err, resp.Topics)
+	}
+}
+
+func TestProduceTransactionalIDDenied(t *testing.T) {
+	f := newExampleFilter(t)
+	req := produceReqFor(9, "inbound.acme.returns")
+	tx := "globex.tx"
+	req.TransactionID = &tx
+	err := f.OnRequest(context.Background(), exchange(acme, req))
+	if d, ok := filter.AsDenial(err); !ok || d.Code != kerr.TransactionalIDAuthorizationFailed.Code {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func fetchReqFor(version int16, byID bool, names ...string) *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = version
+	for _, n := range names {
+		t := kmsg.NewFetchRequestTopic()
+		if byID {
+			id, _ := resolver.TopicID(n)
+			t.TopicID = id
+		} else {
+			t.Topic = n
+		}
+		p := kmsg.NewFetchRequestTopicPartition()
+		t.Partitions = append(t.Partitions, p)
+		req.Topics = append(req.Topics, t)
+	}
+	return req
+}
+
+func fetchRespTopic(name string, id [16]byte) kmsg.FetchResponseTopic {
+	t := kmsg.NewFetchResponseTopic()
+	t.Topic, t.TopicID = name, id
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = []byte("records")
+	p.HighWatermark = 10
+	t.Partitions = append(t.Partitions, p)
+	return t
+}
+
+func TestFetchByTopicIDPartialWithObligations(t *testing.T) {
+	f := newExampleFilter(t)
+	req := fetchReqFor(13, true, "orders.eu", "payments.settled")
+	unknown := kmsg.NewFetchRequestTopic()
+	unknown.TopicID = [16]byte{9}
+	unknown.Partitions = append(unknown.Partitions, kmsg.NewFetchRequestTopicPartition())
+	req.Topics = append(req.Topics, unknown)
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatalf("err %v local %v", err, x.Local)
+	}
+	if len(req.Topics) != 1 || req.Topics[0].TopicID != idOrders {
+		t.Fatalf("forwarded %+v", req.Topics)
+	}
+	o := x.Obligations["orders.eu"]
+	if o == nil || o.GrantID != "g-acme-orders-eu" || len(o.Mask) != 3 || o.RowFilter == nil {
+		t.Fatalf("obligations %+v", x.Obligations)
+	}
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 13
+	resp.Topics = append(resp.Topics, fetchRespTopic("", idOrders))
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[[16]byte]int16{}
+	for _, t := range resp.Topics {
+		codes[t.TopicID] = t.Partitions[0].ErrorCode
+	}
+	want := map[[16]byte]int16{idOrders: 0, idSecret: kerr.TopicAuthorizationFailed.Code, {9}: kerr.UnknownTopicID.Code}
+	if !reflect.DeepEqual(codes, want) {
+		t.Fatalf("codes %v, want %v", codes, want)
+	}
+	if string(resp.Topics[0].Partitions[0].RecordBatches) != "records" {
+		t.Fatal("allowed records removed")
+	}
+}
+
+// A partition already in an incremental fetch session comes back without
+// being listed: the response side must catch a topic that is not readable.
+func TestFetchResponseSideDeniesSessionPartitions(t *testing.T) {
+	f := newExampleFilter(t)
+	req := fetchReqFor(12, false) // incremental: lists nothing
+	req.SessionID, req.SessionEpoch = 7, 3
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatalf("err %v local %v", err, x.Local)
+	}
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version, resp.SessionID = 12, 7
+	resp.Topics = append(resp.Topics, fetchRespTopic("orders.eu", [16]byte{}), fetchRespTopic("payments.settled", [16]byte{}))
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 || string(p.RecordBatches) != "records" {
+		t.Fatalf("allowed topic changed: %+v", p)
+	}
+	p := resp.Topics[1].Partitions[0]
+	if p.ErrorCode != kerr.TopicAuthorizationFailed.Code || len(p.RecordBatches) != 0 || p.HighWatermark != -1 {
+		t.Fatalf("denied topic still delivered: %+v", p)
+	}
+	if x.Obligations["orders.eu"] == nil || x.Obligations["payments.settled"] != nil {
+		t.Fatalf("obligations %+v", x.Obligations)
+	}
+	if len(x.Decisions) != 2 || x.Decisions[1].Allow {
+		t.Fatalf("decisions %+v", x.Decisions)
+	}
+}
+
+func TestFetchAllDeniedLocalResetsSession(t *testing.T) {
+	f := newExampleFilter(t)
+	req := fetchReqFor(12, false, "payments.settled")
+	req.SessionID, req.SessionEpoch = 7, 3
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	resp, ok := x.Local.(*kmsg.FetchResponse)
+	if !ok || resp.SessionID != 0 || resp.Topics[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("local %+v", x.Local)
+	}
+}
+
+func TestFetchReplicaRefused(t *testing.T) {
+	f := newExampleFilter(t)
+	req := fetchReqFor(12, false, "orders.eu")
+	req.ReplicaID = 1
+	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(admin, req))); !ok || d.Code != kerr.ClusterAuthorizationFailed.Code {
+		t.Fatal("replica fetch not refused")
+	}
+}
+
+func metaResp(version int16, names ...string) *kmsg.MetadataResponse {
+	resp := kmsg.NewPtrMetadataResponse()
+	resp.Version = version
+	for _, n := range names {
+		t := kmsg.NewMetadataResponseTopic()
+		name := n
+		t.Topic = &name
+		resp.Topics = append(resp.Topics, t)
+	}
+	return resp
+}
+
+func TestMetadataListingFiltered(t *testing.T) {
+	f := newExampleFilter(t)
+	req := kmsg.NewPtrMetadataRequest()
+	req.Version = 12 // Topics nil: all topics
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatal(err)
+	}
+	resp := metaResp(12, "orders.eu", "payments.settled", "_sluice_audit", "inbound.acme.returns", "orders.us")
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, t := range resp.Topics {
+		got = append(got, *t.Topic)
+	}
+	if strings.Join(got, ",") != "orders.eu,inbound.acme.returns" {
+		t.Fatalf("listed %v", got)
+	}
+}
+
+// Naming a topic that is not describable answers TOPIC_AUTHORIZATION_FAILED
+// whether it exists or not, so existence does not leak.
+func TestMetadataNamedTopicDenied(t *testing.T) {
+	f := newExampleFilter(t)
+	for _, name := range []string{"payments.settled", "does.not.exist"} {
+		req := kmsg.NewPtrMetadataRequest()
+		req.Version = 12
+		req.AllowAutoTopicCreation = true
+		for _, n := range []string{"orders.eu", name} {
+			rt := kmsg.NewMetadataRequestTopic()
+			nn := n
+			rt.Topic = &nn
+			req.Topics = append(req.Topics, rt)
+		}
+		x := exchange(acme, req)
+		if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+			t.Fatal(err)
+		}
+		if len(req.Topics) != 1 || req.AllowAutoTopicCreation {
+			t.Fatalf("forwarded %+v auto-create %v", req.Topics, req.AllowAutoTopicCreation)
+		}
+		resp := metaResp(12, "orders.eu")
+		x.Response = resp
+		if err := f.OnResponse(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Topics) != 2 || *resp.Topics[1].Topic != name || resp.Topics[1].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+			t.Fatalf("%s: topics %+v", name, resp.Topics)
+		}
+	}
+	// All named topics denied: still asks upstream with an empty (not
+	// null) list, for brokers.
+	req := kmsg.NewPtrMetadataRequest()
+	req.Version = 9
+	rt := kmsg.NewMetadataRequestTopic()
+	n := "payments.settled"
+	rt.Topic = &n
+	req.Topics = append(req.Topics, rt)
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatal(err)
+	}
+	if req.Topics == nil || len(req.Topics) != 0 {
+		t.Fatalf("topics %#v", req.Topics)
+	}
+	resp := metaResp(9)
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("err %v topics %+v", err, resp.Topics)
+	}
+}
+
+func TestGroups(t *testing.T) {
+	f := newExampleFilter(t)
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Version, join.Group = 9, "globex.consumers"
+	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(acme, join))); !ok || d.Code != kerr.GroupAuthorizationFailed.Code {
+		t.Fatal("foreign group join not denied")
+	}
+	join.Group = "acme.consumers"
+	if err := f.OnRequest(context.Background(), exchange(acme, join)); err != nil {
+		t.Fatal(err)
+	}
+
+	fc := kmsg.NewPtrFindCoordinatorRequest()
+	fc.Version, fc.CoordinatorKeys = 4, []string{"acme.a", "globex.b"}
+	x := exchange(acme, fc)
+	if err := f.OnRequest(context.Background(), x); err != nil || !reflect.DeepEqual(fc.CoordinatorKeys, []string{"acme.a"}) {
+		t.Fatalf("err %v keys %v", err, fc.CoordinatorKeys)
+	}
+	resp := kmsg.NewPtrFindCoordinatorResponse()
+	resp.Version = 4
+	c := kmsg.NewFindCoordinatorResponseCoordinator()
+	c.Key = "acme.a"
+	resp.Coordinators = append(resp.Coordinators, c)
+	x.Response = resp
+	if err := f.OnResponse(context.Background(), x); err != nil || len(resp.Coordinators) != 2 || resp.Coordinators[1].ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("err %v %+v", err, resp.Coordinators)
+	}
+
+	fc0 := kmsg.NewPtrFindCoordinatorRequest()
+	fc0.Version, fc0.CoordinatorKey, fc0.CoordinatorType = 2, "globex.tx", 1
+	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(acme, fc0))); !ok || d.Code != kerr.TransactionalIDAuthorizationFailed.Code {
+		t.Fatal("foreign transactional coordinator not denied")
+	}
+
+	oc := kmsg.NewPtrOffsetCommitRequest()
+	oc.Version, oc.Group = 8, "acme.consumers"
+	for _, n := range []string{"orders.eu", "payments.settled"} {
+		ot := kmsg.NewOffsetCommitRequestTopic()
+		ot.Topic = n
+		ot.Partitions = append(ot.Partitions, kmsg.NewOffsetCommitRequestTopicPartition())
+		oc.Topics = append(oc.Topics, ot)
+	}
+	x = exchange(acme, oc)
+	if err := f.OnRequest(context.Background(), x); err != nil || len(oc.Topics) != 1 {
+		t.Fatalf("err %v topics %+v", err, oc.Topics)
+	}
+
+	lg := kmsg.NewPtrListGroupsRequest()
+	lg.Version = 4
+	x = exchange(acme, lg)
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	lresp := kmsg.NewPtrListGroupsResponse()
+	lresp.Version = 4
+	for _, g := range []string{"acme.a", "globex.b", "acme.c"} {
+		lgg := kmsg.NewListGroupsResponseGroup()
+		lgg.Group = g
+		lresp.Groups = append(lresp.Groups, lgg)
+	}
+	x.Response = lresp
+	if err := f.OnResponse(context.Background(), x); err != nil || len(lresp.Groups) != 2 || lresp.Groups[1].Group != "acme.c" {
+		t.Fatalf("err %v groups %+v", err, lresp.Groups)
+	}
+}
+
+func TestAdminDeniedToPartnersAllowedToAdmin(t *testing.T) {
+	f := newExampleFilter(t)
+	ct := kmsg.NewPtrCreateTopicsRequest()
+	ct.Version = 5
+	tt := kmsg.NewCreateTopicsRequestTopic()
+	tt.Topic = "inbound.acme.new"
+	ct.Topics = append(ct.Topics, tt)
+	x := exchange(acme, ct)
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := x.Local.(*kmsg.CreateTopicsResponse); !ok || r.Topics[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("local %+v", x.Local)
+	}
+	acl := kmsg.NewPtrCreateACLsRequest()
+	acl.Version = 2
+	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(acme, acl))); !ok || d.Code != kerr.ClusterAuthorizationFailed.Code {
+		t.Fatal("create acls not denied")
+	}
+	if err := f.OnRequest(context.Background(), exchange(admin, acl)); err != nil {
+		t.Fatalf("admin denied: %v", err)
+	}
+}
+
+func TestUnknownKeyAndUndecodedRefused(t *testing.T) {
+	f := newExampleFilter(t)
+	x := exchange(acme, kmsg.NewPtrFetchRequest())
+	x.Key = 10001
+	if err := f.OnRequest(context.Background(), x); err == nil {
+		t.Fatal("unknown key forwarded")
+	}
+	if f.Wants(10001) {
+		t.Fatal("wants unknown key")
+	}
+	x = exchange(acme, kmsg.NewPtrFetchRequest())
+	x.Request = nil
+	if err := f.OnRequest(context.Background(), x); err == nil {
+		t.Fatal("undecoded fetch forwarded")
+	}
+}
+
+func BenchmarkFilterFetchCached(b *testing.B) {
+	f := newExampleFilter(b)
+	ctx := context.Background()
+	req := fetchReqFor(16, true, "orders.eu")
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 16
+	resp.Topics = append(resp.Topics, fetchRespTopic("", idOrders))
+	x := exchange(acme, req)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		x.Decisions, x.Obligations, x.Values, x.Response = x.Decisions[:0], nil, nil, resp
+		if err := f.OnRequest(ctx, x); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.OnResponse(ctx, x); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

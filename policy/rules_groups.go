@@ -1,0 +1,288 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+func offsetCommitReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.OffsetCommitRequest)
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.Group, codeGroup); err != nil {
+		return err
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}
+
+func offsetFetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.OffsetFetchRequest)
+	if req.Version < 8 {
+		return f.need(ctx, x, ActionDescribe, ResourceGroup, req.Group, codeGroup)
+	}
+	codes := make([]int16, len(req.Groups))
+	for i, g := range req.Groups {
+		if !f.allowed(ctx, x, ActionDescribe, ResourceGroup, g.Group) {
+			codes[i] = codeGroup
+		}
+	}
+	return f.strip(x, "Groups", "Groups", codes)
+}
+
+// offsetFetchResp leaves out the offsets of topics the principal may not
+// describe, whether the request named them or asked for all.
+func offsetFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.OffsetFetchResponse)
+	keep := func(name string, id [16]byte) bool {
+		n, ok := topicName(x, name, id)
+		return ok && f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow
+	}
+	kept := resp.Topics[:0]
+	for _, t := range resp.Topics {
+		if keep(t.Topic, [16]byte{}) {
+			kept = append(kept, t)
+		}
+	}
+	resp.Topics = kept
+	for i := range resp.Groups {
+		g := &resp.Groups[i]
+		gk := g.Topics[:0]
+		for _, t := range g.Topics {
+			if keep(t.Topic, t.TopicID) {
+				gk = append(gk, t)
+			}
+		}
+		g.Topics = gk
+	}
+	return nil
+}
+
+func findCoordinatorReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.FindCoordinatorRequest)
+	var rt ResourceType
+	var code int16
+	switch req.CoordinatorType {
+	case 0:
+		rt, code = ResourceGroup, codeGroup
+	case 1:
+		rt, code = ResourceTransactionalID, codeTxn
+	default:
+		// Share-state coordinators are for brokers.
+		return f.refuse(x, codeCluster, fmt.Sprintf("coordinator type %d is not available through the gateway", req.CoordinatorType))
+	}
+	if req.Version < 4 {
+		return f.need(ctx, x, ActionDescribe, rt, req.CoordinatorKey, code)
+	}
+	return perName(ActionDescribe, rt, code, "CoordinatorKeys", "Coordinators")(ctx, f, x)
+}
+
+func listGroupsResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.ListGroupsResponse)
+	kept := resp.Groups[:0]
+	for _, g := range resp.Groups {
+		if f.query(ctx, x, ActionDescribe, ResourceGroup, g.Group).Allow {
+			kept = append(kept, g)
+		}
+	}
+	resp.Groups = kept
+	return nil
+}
+
+func listTransactionsResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.ListTransactionsResponse)
+	kept := resp.TransactionStates[:0]
+	for _, t := range resp.TransactionStates {
+		if f.query(ctx, x, ActionDescribe, ResourceTransactionalID, t.TransactionalID).Allow {
+			kept = append(kept, t)
+		}
+	}
+	resp.TransactionStates = kept
+	return nil
+}
+
+func offsetDeleteReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.OffsetDeleteRequest)
+	if err := f.need(ctx, x, ActionDelete, ResourceGroup, req.Group, codeGroup); err != nil {
+		return err
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}
+
+// subscribed refuses the request if any named subscribed topic may not be
+// described. Regex subscriptions are resolved by the broker; the topics
+// they assign are enforced on fetch.
+func (f *Filter) subscribed(ctx context.Context, x *filter.Exchange, topics []string) error {
+	for _, t := range topics {
+		if d := f.decide(ctx, x, ActionDescribe, ResourceTopic, t, nil); !d.Allow {
+			return f.refuse(x, codeTopic, fmt.Sprintf("describe topic %q: %s", t, d.Reason))
+		}
+	}
+	return nil
+}
+
+func consumerGroupHeartbeatReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.ConsumerGroupHeartbeatRequest)
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.Group, codeGroup); err != nil {
+		return err
+	}
+	return f.subscribed(ctx, x, req.SubscribedTopicNames)
+}
+
+func shareGroupHeartbeatReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.ShareGroupHeartbeatRequest)
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.GroupID, codeGroup); err != nil {
+		return err
+	}
+	return f.subscribed(ctx, x, req.SubscribedTopicNames)
+}
+
+func shareFetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.ShareFetchRequest)
+	if req.GroupID != nil {
+		if err := f.need(ctx, x, ActionRead, ResourceGroup, *req.GroupID, codeGroup); err != nil {
+			return err
+		}
+	}
+	codes := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		c, d := f.topicCode(ctx, x, ActionRead, "", t.TopicID, nil)
+		codes[i] = c
+		if c == 0 {
+			name, _ := topicName(x, "", t.TopicID)
+			attach(x, name, d)
+		}
+	}
+	return f.strip(x, "Topics", "Topics", codes)
+}
+
+// shareFetchResp withholds records of topics that are no longer readable
+// (share sessions, like fetch sessions, do not re-list partitions).
+func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.ShareFetchResponse)
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		name, ok := topicName(x, "", t.TopicID)
+		if ok {
+			if prior, seen := requestDecision(x, name); seen && prior.Allow {
+				continue
+			}
+			d := f.query(ctx, x, ActionRead, ResourceTopic, name)
+			recordDecision(f, x, ActionRead, name, d)
+			if d.Allow {
+				attach(x, name, d)
+				continue
+			}
+		}
+		code := codeTopic
+		if !ok {
+			code = codeTopicID
+		}
+		sub := kmsg.NewPtrShareFetchRequest()
+		sub.Version = resp.Version
+		st := kmsg.NewShareFetchRequestTopic()
+		st.TopicID = t.TopicID
+		for _, p := range t.Partitions {
+			sp := kmsg.NewShareFetchRequestTopicPartition()
+			sp.Partition = p.Partition
+			st.Partitions = append(st.Partitions, sp)
+		}
+		sub.Topics = append(sub.Topics, st)
+		if err := replaceTopic(sub, code, &resp.Topics[i]); err != nil {
+			return err
+		}
+		if x.Obligations != nil {
+			delete(x.Obligations, name)
+		}
+	}
+	return nil
+}
+
+func shareAckReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.ShareAcknowledgeRequest)
+	if req.GroupID != nil {
+		if err := f.need(ctx, x, ActionRead, ResourceGroup, *req.GroupID, codeGroup); err != nil {
+			return err
+		}
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}
+
+func describeShareGroupOffsetsReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.DescribeShareGroupOffsetsRequest)
+	for _, g := range req.Groups {
+		if err := f.need(ctx, x, ActionDescribe, ResourceGroup, g.GroupID, codeGroup); err != nil {
+			return err
+		}
+		if err := f.allTopics(ctx, x, ActionDescribe, reflect.ValueOf(g.Topics)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func alterShareGroupOffsetsReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.AlterShareGroupOffsetsRequest)
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.GroupID, codeGroup); err != nil {
+		return err
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}
+
+func deleteShareGroupOffsetsReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.DeleteShareGroupOffsetsRequest)
+	if err := f.need(ctx, x, ActionDelete, ResourceGroup, req.GroupID, codeGroup); err != nil {
+		return err
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}
+
+// --- transactions ----------------------------------------------------------
+
+func initProducerIDReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.InitProducerIDRequest)
+	if req.TransactionalID != nil {
+		return f.need(ctx, x, ActionWrite, ResourceTransactionalID, *req.TransactionalID, codeTxn)
+	}
+	return f.need(ctx, x, ActionIdempotentWrite, ResourceCluster, ClusterName, codeCluster)
+}
+
+func addPartitionsToTxnReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.AddPartitionsToTxnRequest)
+	if req.Version < 4 {
+		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
+			return err
+		}
+		return f.allTopics(ctx, x, ActionWrite, reflect.ValueOf(req.Topics))
+	}
+	for _, t := range req.Transactions {
+		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, t.TransactionalID, codeTxn); err != nil {
+			return err
+		}
+		if err := f.allTopics(ctx, x, ActionWrite, reflect.ValueOf(t.Topics)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addOffsetsToTxnReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.AddOffsetsToTxnRequest)
+	if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
+		return err
+	}
+	return f.need(ctx, x, ActionRead, ResourceGroup, req.Group, codeGroup)
+}
+
+func txnOffsetCommitReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.TxnOffsetCommitRequest)
+	if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
+		return err
+	}
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.Group, codeGroup); err != nil {
+		return err
+	}
+	return perTopic(ActionRead, "Topics", "Topics")(ctx, f, x)
+}

@@ -1,0 +1,338 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/proxy/kafkaerr"
+)
+
+func produceReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.ProduceRequest)
+	if req.TransactionID != nil {
+		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, *req.TransactionID, codeTxn); err != nil {
+			return err
+		}
+	}
+	codes := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		codes[i], _ = f.topicCode(ctx, x, ActionWrite, t.Topic, t.TopicID, produceParts(t.Partitions))
+	}
+	return f.strip(x, "Topics", "Topics", codes)
+}
+
+func produceParts(ps []kmsg.ProduceRequestTopicPartition) []int32 {
+	out := make([]int32, len(ps))
+	for i, p := range ps {
+		out[i] = p.Partition
+	}
+	return out
+}
+
+func fetchParts(ps []kmsg.FetchRequestTopicPartition) []int32 {
+	out := make([]int32, len(ps))
+	for i, p := range ps {
+		out[i] = p.Partition
+	}
+	return out
+}
+
+func fetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.FetchRequest)
+	if req.ReplicaID >= 0 || req.ReplicaState.ID >= 0 {
+		return f.refuse(x, codeCluster, "replica fetches are not available through the gateway")
+	}
+	codes := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		c, d := f.topicCode(ctx, x, ActionRead, t.Topic, t.TopicID, fetchParts(t.Partitions))
+		codes[i] = c
+		if c == 0 {
+			name, _ := topicName(x, t.Topic, t.TopicID)
+			attach(x, name, d)
+		}
+	}
+	if err := f.strip(x, "Topics", "Topics", codes); err != nil {
+		return err
+	}
+	if x.Local != nil {
+		// Nothing left to fetch: the local answer must not pretend a
+		// fetch session exists, so the client starts a new one.
+		x.Local.(*kmsg.FetchResponse).SessionID = 0
+	}
+	return nil
+}
+
+// fetchResp checks every topic in the response again: incremental fetch
+// sessions (KIP-227) return partitions the request did not list, so a
+// revocation mid-session shows up only here. Denied topics lose their
+// records and carry TOPIC_AUTHORIZATION_FAILED.
+func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.FetchResponse)
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		name, ok := topicName(x, t.Topic, t.TopicID)
+		code := codeTopicID
+		var d Decision
+		if ok {
+			if prior, seen := requestDecision(x, name); seen && prior.Allow {
+				continue // decided on the request, same revision or not: the
+				// request-side decision was made microseconds ago
+			}
+			d = f.query(ctx, x, ActionRead, ResourceTopic, name)
+			if d.Allow {
+				attach(x, name, d)
+				recordDecision(f, x, ActionRead, name, d)
+				continue
+			}
+			code = codeTopic
+			recordDecision(f, x, ActionRead, name, d)
+		}
+		sub := kmsg.NewPtrFetchRequest()
+		sub.Version = resp.Version
+		st := kmsg.NewFetchRequestTopic()
+		st.Topic, st.TopicID = t.Topic, t.TopicID
+		for _, p := range t.Partitions {
+			sp := kmsg.NewFetchRequestTopicPartition()
+			sp.Partition = p.Partition
+			st.Partitions = append(st.Partitions, sp)
+		}
+		sub.Topics = append(sub.Topics, st)
+		er, err := kafkaerr.ErrorResponse(sub, code)
+		if err != nil {
+			return err
+		}
+		resp.Topics[i] = er.(*kmsg.FetchResponse).Topics[0]
+		if x.Obligations != nil {
+			delete(x.Obligations, name)
+		}
+	}
+	return nil
+}
+
+// requestDecision finds the read decision the request side made for topic.
+func requestDecision(x *filter.Exchange, topic string) (filter.Decision, bool) {
+	for _, d := range x.Decisions {
+		if d.ResourceType == "topic" && d.Resource == topic && d.Action == "read" {
+			return d, true
+		}
+	}
+	return filter.Decision{}, false
+}
+
+func recordDecision(f *Filter, x *filter.Exchange, a Action, topic string, d Decision) {
+	fd := filter.Decision{Action: a.String(), ResourceType: "topic", Resource: topic, Allow: d.Allow,
+		Reason: d.Reason, PolicyRev: d.Revision, Obligations: d.Obligations}
+	if d.Obligations != nil {
+		fd.GrantID, fd.Purpose = d.Obligations.GrantID, d.Obligations.Purpose
+	}
+	x.Decisions = append(x.Decisions, fd)
+	if !d.Allow {
+		f.denied.WithLabelValues("topic").Inc()
+	}
+}
+
+type metadataState struct {
+	all bool
+}
+
+type metadataKey struct{}
+
+func metadataReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.MetadataRequest)
+	if req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0) {
+		x.Set(metadataKey{}, &metadataState{all: true})
+		return nil
+	}
+	codes := make([]int16, len(req.Topics))
+	allowCreate := true
+	for i, t := range req.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		c, _ := f.topicCode(ctx, x, ActionDescribe, name, t.TopicID, nil)
+		codes[i] = c
+		if c == 0 && req.AllowAutoTopicCreation && allowCreate {
+			n, _ := topicName(x, name, t.TopicID)
+			if !f.query(ctx, x, ActionCreate, ResourceTopic, n).Allow {
+				allowCreate = false
+			}
+		}
+	}
+	if !allowCreate {
+		req.AllowAutoTopicCreation = false // v4+; older versions always auto-create
+	}
+	kept := 0
+	for _, c := range codes {
+		if c == 0 {
+			kept++
+		}
+	}
+	if kept == 0 && req.Version >= 1 {
+		// Keep asking upstream (for brokers and the cluster id) with an
+		// empty, not null, topic list: null would mean all topics.
+		if err := f.strip(x, "Topics", "Topics", codes); err != nil {
+			return err
+		}
+		if st, _ := x.Get(stashKey{}).(*stash); st != nil && st.local {
+			x.Local, st.local = nil, false
+			req.Topics = []kmsg.MetadataRequestTopic{}
+		}
+		return nil
+	}
+	return f.strip(x, "Topics", "Topics", codes)
+}
+
+// metadataResp drops every topic the principal may not describe: the
+// listing of an all-topics request, and anything else upstream added.
+func metadataResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.MetadataResponse)
+	kept := resp.Topics[:0]
+	for _, t := range resp.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		n, ok := topicName(x, name, t.TopicID)
+		if ok && n != "" && f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow {
+			kept = append(kept, t)
+		}
+	}
+	clear(resp.Topics[len(kept):])
+	resp.Topics = kept
+	return nil
+}
+
+func describeTopicPartitionsReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.DescribeTopicPartitionsRequest)
+	if len(req.Topics) == 0 {
+		return nil // a listing: filtered on the response
+	}
+	return perTopic(ActionDescribe, "Topics", "Topics")(ctx, f, x)
+}
+
+func describeTopicPartitionsResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.DescribeTopicPartitionsResponse)
+	kept := resp.Topics[:0]
+	for _, t := range resp.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		n, ok := topicName(x, name, t.TopicID)
+		if ok && n != "" && f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow {
+			kept = append(kept, t)
+		}
+	}
+	clear(resp.Topics[len(kept):])
+	resp.Topics = kept
+	if c := resp.NextCursor; c != nil && !f.query(ctx, x, ActionDescribe, ResourceTopic, c.Topic).Allow {
+		// The cursor names the next topic; do not leak it.
+		resp.NextCursor = nil
+	}
+	return nil
+}
+
+func deleteTopicsReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.DeleteTopicsRequest)
+	if req.Version < 6 {
+		codes := make([]int16, len(req.TopicNames))
+		for i, n := range req.TopicNames {
+			codes[i], _ = f.topicCode(ctx, x, ActionDelete, n, [16]byte{}, nil)
+		}
+		return f.strip(x, "TopicNames", "Topics", codes)
+	}
+	codes := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		codes[i], _ = f.topicCode(ctx, x, ActionDelete, name, t.TopicID, nil)
+	}
+	return f.strip(x, "Topics", "Topics", codes)
+}
+
+// configRes is one resource of a configs request.
+type configRes struct {
+	typ  kmsg.ConfigResourceType
+	name string
+}
+
+func describeConfigsRes(r kmsg.Request) []configRes {
+	req := r.(*kmsg.DescribeConfigsRequest)
+	out := make([]configRes, len(req.Resources))
+	for i, rr := range req.Resources {
+		out[i] = configRes{rr.ResourceType, rr.ResourceName}
+	}
+	return out
+}
+
+func alterConfigsRes(r kmsg.Request) []configRes {
+	req := r.(*kmsg.AlterConfigsRequest)
+	out := make([]configRes, len(req.Resources))
+	for i, rr := range req.Resources {
+		out[i] = configRes{rr.ResourceType, rr.ResourceName}
+	}
+	return out
+}
+
+func incrementalAlterConfigsRes(r kmsg.Request) []configRes {
+	req := r.(*kmsg.IncrementalAlterConfigsRequest)
+	out := make([]configRes, len(req.Resources))
+	for i, rr := range req.Resources {
+		out[i] = configRes{rr.ResourceType, rr.ResourceName}
+	}
+	return out
+}
+
+// configs decides a per config resource: topics on the topic, groups on
+// the group, brokers, broker loggers and client metrics on the cluster.
+func configs(a Action, list func(kmsg.Request) []configRes) func(context.Context, *Filter, *filter.Exchange) error {
+	return func(ctx context.Context, f *Filter, x *filter.Exchange) error {
+		res := list(x.Request)
+		codes := make([]int16, len(res))
+		for i, r := range res {
+			switch r.typ {
+			case kmsg.ConfigResourceTypeTopic:
+				if !f.allowed(ctx, x, a, ResourceTopic, r.name) {
+					codes[i] = codeTopic
+				}
+			case kmsg.ConfigResourceTypeGroupConfig:
+				if !f.allowed(ctx, x, a, ResourceGroup, r.name) {
+					codes[i] = codeGroup
+				}
+			default:
+				if !f.allowed(ctx, x, a, ResourceCluster, ClusterName) {
+					codes[i] = codeCluster
+				}
+			}
+		}
+		return f.strip(x, "Resources", "Resources", codes)
+	}
+}
+
+func createTokenReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.CreateDelegationTokenRequest)
+	owner := x.Conn.Principal().ID
+	if req.OwnerPrincipalName != nil && *req.OwnerPrincipalName != "" {
+		owner = *req.OwnerPrincipalName
+	}
+	if d := f.decide(ctx, x, ActionCreateTokens, ResourceUser, owner, nil); !d.Allow {
+		return f.refuse(x, codeToken, fmt.Sprintf("create_tokens user %q: %s", owner, d.Reason))
+	}
+	return nil
+}
+
+// replaceTopic answers the single topic of sub with code, in place of dst.
+func replaceTopic(sub *kmsg.ShareFetchRequest, code int16, dst *kmsg.ShareFetchResponseTopic) error {
+	er, err := kafkaerr.ErrorResponse(sub, code)
+	if err != nil {
+		return err
+	}
+	*dst = er.(*kmsg.ShareFetchResponse).Topics[0]
+	return nil
+}
