@@ -2,6 +2,7 @@ package authn
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -74,6 +75,11 @@ type credStore struct {
 	// decoy is verified when a PLAIN user is unknown, so that the answer
 	// takes about as long as for a known user.
 	decoy passwordVerifier
+	// decoyKey derives the salts shown to unknown SCRAM users. It comes
+	// from the file content, so every gateway instance serving the same
+	// file, before and after a restart, shows an unknown user the same
+	// salt, as it would a real one.
+	decoyKey []byte
 	// decoyIters is the SCRAM iteration count shown to unknown users per
 	// mechanism: the most common count among known users, so that it does
 	// not single them out.
@@ -99,7 +105,8 @@ func parseCredentials(data []byte) (*credStore, error) {
 		}
 		return nil, err
 	}
-	s := &credStore{users: make(map[string]*user, len(f.Users)), decoyIters: map[string]int{}}
+	key := sha256.Sum256(append([]byte("sluice authn scram decoy\x00"), data...))
+	s := &credStore{users: make(map[string]*user, len(f.Users)), decoyIters: map[string]int{}, decoyKey: key[:]}
 	counts := map[string]map[int]int{}
 	for i, e := range f.Users {
 		u, err := e.validate()

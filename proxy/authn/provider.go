@@ -1,7 +1,6 @@
 package authn
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -30,8 +29,6 @@ type Provider struct {
 	oauth *oauthVerifier
 	tls   *tlsMapper
 	sem   chan struct{}
-	// fakeKey derives stable fake SCRAM salts for unknown users.
-	fakeKey []byte
 
 	credWatch *fileWatch
 	stop      chan struct{}
@@ -46,6 +43,10 @@ type Provider struct {
 // fetched yet is logged and retried; tokens fail with reason "unavailable"
 // until it is. reg may be nil.
 func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Provider, error) {
+	if cfg.OAuthBearer != nil { // applyDefaults must not write to the caller's struct
+		o := *cfg.OAuthBearer
+		cfg.OAuthBearer = &o
+	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -58,16 +59,12 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Provider, err
 		return nil, fmt.Errorf("authn: metrics: %w", err)
 	}
 	p := &Provider{
-		cfg:     cfg,
-		log:     log,
-		m:       m,
-		now:     time.Now,
-		sem:     make(chan struct{}, cfg.MaxConcurrentVerifications),
-		fakeKey: make([]byte, 32),
-		stop:    make(chan struct{}),
-	}
-	if _, err := rand.Read(p.fakeKey); err != nil {
-		return nil, fmt.Errorf("authn: %w", err)
+		cfg:  cfg,
+		log:  log,
+		m:    m,
+		now:  time.Now,
+		sem:  make(chan struct{}, cfg.MaxConcurrentVerifications),
+		stop: make(chan struct{}),
 	}
 	if cfg.TLS != nil {
 		if p.tls, err = compileTLSMapping(*cfg.TLS); err != nil {

@@ -280,6 +280,18 @@ func TestSCRAMRawMessages(t *testing.T) {
 		if salt(r1) != salt(r2) {
 			t.Fatalf("decoy salt changes between attempts: %q vs %q", r1, r2)
 		}
+		// A second gateway instance on the same file shows the same salt.
+		p2, err := authn.New(authn.Config{CredentialsFile: f.credPath}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p2.Close()
+		a2, _ := p2.ForListener([]string{"SCRAM-SHA-256"})
+		s2, _ := a2.Start(authn.MechScramSHA256, nil)
+		r3, _, _, _, err := s2.Step([]byte("n,,n=nobody,r=n1"))
+		if err != nil || salt(string(r3)) != salt(r1) {
+			t.Fatalf("decoy salt differs between instances: %q vs %q (%v)", r3, r1, err)
+		}
 		// alice's credential has 4096 iterations; the decoy shows the same.
 		if !strings.HasSuffix(r1, ",i=4096") {
 			t.Fatalf("decoy iterations: %q", r1)

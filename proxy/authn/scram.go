@@ -171,7 +171,7 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 	if u := creds.users[name]; u != nil && u.scram[s.mech] != nil {
 		s.u, s.keys = u, u.scram[s.mech]
 	} else {
-		s.keys = s.decoyKeys(name, creds.decoyIterations(s.mech))
+		s.keys = s.decoyKeys(creds, name)
 	}
 	snonce := make([]byte, 24)
 	if _, err := rand.Read(snonce); err != nil {
@@ -188,9 +188,9 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 // the iteration count most known users have, so server-first does not
 // reveal that the user does not exist (RFC 5802 section 9). Its keys match
 // no proof.
-func (s *scramSession) decoyKeys(name string, iterations int) *scramKeys {
-	salt := hmacSum(s.h, s.p.fakeKey, []byte(s.mech+"\x00"+name))[:scramSaltLen]
-	return &scramKeys{salt: salt, saltB64: base64.StdEncoding.EncodeToString(salt), iterations: iterations}
+func (s *scramSession) decoyKeys(creds *credStore, name string) *scramKeys {
+	salt := hmacSum(s.h, creds.decoyKey, []byte(s.mech+"\x00"+name))[:scramSaltLen]
+	return &scramKeys{salt: salt, saltB64: base64.StdEncoding.EncodeToString(salt), iterations: creds.decoyIterations(s.mech)}
 }
 
 func (s *scramSession) clientFinal(msg string) ([]byte, bool, *filter.Principal, time.Duration, *filter.AuthError) {
