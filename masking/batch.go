@@ -122,6 +122,9 @@ func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error
 		}
 		b := src[:total]
 		src = src[total:]
+		if len(b) <= offMagic || b[offMagic] == 2 && len(b) < batchHeaderLen {
+			return dst[:orig], st, fmt.Errorf("%w: %d-byte batch", ErrCorruptBatch, len(b))
+		}
 		if b[offMagic] != 2 || binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
 			dst = append(dst, b...)
 			continue

@@ -152,8 +152,8 @@ func (w *walker) value(n *node) error {
 
 // blocks walks the blocks of an array or map. When descending (deep) into a
 // block that carries a byte size, the size would no longer be right after
-// masking, so the block header is rewritten as a plain count. When only
-// copying, a sized block is skipped whole; when validating it is walked.
+// masking, so the block header is rewritten as a plain count. Sized blocks
+// are always walked (and their size checked), so invalid input never passes.
 func (w *walker) blocks(n *node, deep bool) error {
 	for {
 		hdr := w.pos
@@ -176,10 +176,6 @@ func (w *walker) blocks(n *node, deep bool) error {
 			}
 			if size < 0 || size > int64(len(w.src)-w.pos) {
 				return errLength
-			}
-			if !deep && w.write {
-				w.pos += int(size)
-				continue
 			}
 			end = w.pos + int(size)
 			if deep && w.write {
