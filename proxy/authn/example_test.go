@@ -1,11 +1,14 @@
 package authn_test
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/sluice-gw/sluice/proxy/authn"
+	"github.com/sluice-gw/sluice/proxy/authn/authntest"
 )
 
 // TestExampleFiles checks that the shipped example config decodes and that
@@ -31,22 +34,18 @@ func TestExampleFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []struct{ name, pw, org string }{
-		{"acme-analyst", "acme-analyst-demo", "acme"},
-		{"globex-analyst", "globex-analyst-demo", "globex"},
-		{"auditor", "auditor-demo", "sluice"},
-	} {
-		if !containsAll(string(docs), u.name, u.pw) {
-			t.Errorf("docs/authn.md does not publish %s / %s", u.name, u.pw)
+	for _, u := range authntest.DemoUsers() {
+		if !containsAll(string(docs), u.Name, u.Password) {
+			t.Errorf("docs/authn.md does not publish %s / %s", u.Name, u.Password)
 		}
 		for _, m := range []string{authn.MechPlain, authn.MechScramSHA512} {
-			mech := plainMech("", u.name, u.pw)
+			mech := plainMech("", u.Name, u.Password)
 			if m != authn.MechPlain {
-				mech = scramMech(m, "", u.name, u.pw)
+				mech = scramMech(m, "", u.Name, u.Password)
 			}
 			pr, _, err := drive(a, mech)
-			if err != nil || pr.Org != u.org {
-				t.Errorf("%s %s: %v %+v", m, u.name, err, pr)
+			if err != nil || pr.Org != u.Org || !slices.Equal(pr.Roles, u.Roles) || !maps.Equal(pr.Attributes, u.Attributes) {
+				t.Errorf("%s %s: %v %+v", m, u.Name, err, pr)
 			}
 		}
 	}

@@ -79,3 +79,14 @@ func WriteFileAtomic(path string, b []byte) error {
 	}
 	return nil
 }
+
+// DemoUsers returns the demo principals of configs/credentials/users.yaml,
+// with the clear passwords docs/authn.md publishes. DEMO ONLY: for `sluice
+// dev` and tests; never for a deployment.
+func DemoUsers() []User {
+	return []User{
+		{Name: "acme-analyst", Password: "acme-analyst-demo", Org: "acme", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}},
+		{Name: "globex-analyst", Password: "globex-analyst-demo", Org: "globex", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}},
+		{Name: "auditor", Password: "auditor-demo", Org: "sluice", Roles: []string{"auditor"}},
+	}
+}
