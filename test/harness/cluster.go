@@ -101,18 +101,22 @@ func StartClusterWith(t testing.TB, cfg ClusterConfig) *Cluster {
 	}
 	c.Cluster = kc
 	t.Cleanup(kc.Close)
-	if cfg.TLS == nil {
-		if err := c.loadMaxVersions(); err != nil {
-			t.Fatalf("harness: %v", err)
-		}
+	if err := c.loadMaxVersions(cfg.TLS != nil); err != nil {
+		t.Fatalf("harness: %v", err)
 	}
 	return c
 }
 
 // loadMaxVersions asks the first broker for its ApiVersions, then forgets the
 // connection and request, so the recording starts clean.
-func (c *Cluster) loadMaxVersions() error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()[0]))
+func (c *Cluster) loadMaxVersions(withTLS bool) error {
+	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()[0])}
+	if withTLS {
+		// Only the versions are wanted here; the certificate is the
+		// test's own.
+		opts = append(opts, kgo.DialTLSConfig(&tls.Config{InsecureSkipVerify: true})) //nolint:gosec // test harness
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
 	}
@@ -134,8 +138,7 @@ func (c *Cluster) loadMaxVersions() error {
 	return nil
 }
 
-// MaxVersions returns the brokers' advertised max version per API key (nil
-// for a TLS cluster).
+// MaxVersions returns the brokers' advertised max version per API key.
 func (c *Cluster) MaxVersions() map[int16]int16 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
