@@ -114,3 +114,41 @@ func assertValues(t *testing.T, recs []ConsumedRecord, prefix string, n int) {
 		t.Errorf("consumed %d records, want %d", len(recs), n)
 	}
 }
+
+// TestDriversTLS checks the drivers' --ca-file option against a TLS kfake
+// cluster, and that they refuse a server their CA did not sign.
+func TestDriversTLS(t *testing.T) {
+	t.Parallel()
+	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			if err := d.Available(); err != nil {
+				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
+			}
+			topic := "tls-" + strings.ReplaceAll(d.Name, "-", "")
+			ca := NewTestCA(t)
+			c := StartClusterWith(t, ClusterConfig{Brokers: 3, TLS: ca.ServerConfig(t), Opts: []kfake.Opt{kfake.SeedTopics(3, topic)}})
+			boot := c.Addrs()[0]
+			ctx := context.Background()
+			if r := d.Run(ctx, DefaultClientTimeout, "produce", "--bootstrap", boot, "--topic", topic, "--count", "3", "--ca-file", ca.CAFile); !r.OK() {
+				t.Fatalf("produce over TLS: %s", r)
+			}
+			r := d.Run(ctx, DefaultClientTimeout, "consume", "--bootstrap", boot, "--topic", topic, "--count", "3", "--ca-file", ca.CAFile)
+			if !r.OK() {
+				t.Fatalf("consume over TLS: %s", r)
+			}
+			recs, err := ParseConsumed(r.Stdout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertValues(t, recs, "msg", 3)
+
+			other := NewTestCA(t)
+			r = d.Run(ctx, DefaultClientTimeout, "metadata", "--bootstrap", boot, "--ca-file", other.CAFile, "--timeout", "5")
+			if r.OK() {
+				t.Fatalf("metadata succeeded against a server signed by another CA: %s", r)
+			}
+			t.Logf("untrusted server: %s", strings.TrimSpace(r.Stderr))
+		})
+	}
+}
