@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestDriversDirect checks the client drivers themselves against kfake,
@@ -149,6 +151,87 @@ func TestDriversTLS(t *testing.T) {
 				t.Fatalf("metadata succeeded against a server signed by another CA: %s", r)
 			}
 			t.Logf("untrusted server: %s", strings.TrimSpace(r.Stderr))
+		})
+	}
+}
+
+// TestDriversReportDenials makes kfake refuse produce (and metadata for one
+// topic) with TOPIC_AUTHORIZATION_FAILED and checks each driver exits 1 and
+// names the error, which is what policy tests assert on.
+func TestDriversReportDenials(t *testing.T) {
+	t.Parallel()
+	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			if err := d.Available(); err != nil {
+				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
+			}
+			base := strings.ReplaceAll(d.Name, "-", "")
+			writeDenied, readDenied := "wdeny-"+base, "rdeny-"+base
+			c := StartCluster(t, 3, kfake.SeedTopics(3, writeDenied, readDenied))
+			deny := kerr.TopicAuthorizationFailed.Code
+			c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				req := kr.(*kmsg.ProduceRequest)
+				resp := req.ResponseKind().(*kmsg.ProduceResponse)
+				for _, rt := range req.Topics {
+					st := kmsg.NewProduceResponseTopic()
+					st.Topic = rt.Topic
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewProduceResponseTopicPartition()
+						sp.Partition = rp.Partition
+						sp.ErrorCode = deny
+						st.Partitions = append(st.Partitions, sp)
+					}
+					resp.Topics = append(resp.Topics, st)
+				}
+				return resp, nil, true
+			})
+			addrs := c.Addrs()
+			c.ControlKey(int16(kmsg.Metadata), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				req := kr.(*kmsg.MetadataRequest)
+				if len(req.Topics) == 0 {
+					return nil, nil, false
+				}
+				for _, rt := range req.Topics {
+					if rt.Topic == nil || *rt.Topic != readDenied {
+						return nil, nil, false
+					}
+				}
+				resp := req.ResponseKind().(*kmsg.MetadataResponse)
+				for i, a := range addrs {
+					host, port, _ := strings.Cut(a, ":")
+					b := kmsg.NewMetadataResponseBroker()
+					b.NodeID, b.Host = int32(i), host
+					fmt.Sscan(port, &b.Port)
+					resp.Brokers = append(resp.Brokers, b)
+				}
+				resp.ControllerID = 0
+				mt := kmsg.NewMetadataResponseTopic()
+				mt.Topic = kmsg.StringPtr(readDenied)
+				mt.ErrorCode = deny
+				resp.Topics = append(resp.Topics, mt)
+				return resp, nil, true
+			})
+
+			ctx := context.Background()
+			for _, tc := range []struct {
+				what string
+				args []string
+			}{
+				{"produce", []string{"produce", "--bootstrap", addrs[0], "--topic", writeDenied, "--count", "1", "--timeout", "15"}},
+				{"consume", []string{"consume", "--bootstrap", addrs[0], "--topic", readDenied, "--count", "1", "--timeout", "15"}},
+			} {
+				r := d.Run(ctx, DefaultClientTimeout, tc.args...)
+				if r.ExitCode != 1 {
+					t.Errorf("%s: exit %d, want 1: %s", tc.what, r.ExitCode, r)
+					continue
+				}
+				if !strings.Contains(r.Stderr, `TOPIC_AUTHORIZATION_FAILED`) {
+					t.Errorf("%s: error does not name TOPIC_AUTHORIZATION_FAILED: %s", tc.what, r)
+				}
+			}
 		})
 	}
 }
