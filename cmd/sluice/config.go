@@ -10,7 +10,12 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-gw/sluice/audit"
+	"github.com/sluice-gw/sluice/masking"
+	"github.com/sluice-gw/sluice/policy"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/authn"
+	"github.com/sluice-gw/sluice/schema"
 )
 
 // Config is the whole gateway configuration file. Each package owns its
@@ -23,6 +28,21 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 
 	Log LogConfig `yaml:"log"`
+
+	// Feature sections. An absent section turns the feature off; a present
+	// one is decoded strictly over the package's defaults.
+	AuthnSection          *yaml.Node `yaml:"authn"`
+	PolicySection         *yaml.Node `yaml:"policy"`
+	AuditSection          *yaml.Node `yaml:"audit"`
+	MaskingSection        *yaml.Node `yaml:"masking"`
+	SchemaRegistrySection *yaml.Node `yaml:"schema_registry"`
+
+	// Decoded sections, nil when absent.
+	Authn          *authn.Config   `yaml:"-"`
+	Policy         *policy.Config  `yaml:"-"`
+	Audit          *audit.Config   `yaml:"-"`
+	Masking        *masking.Config `yaml:"-"`
+	SchemaRegistry *schema.Config  `yaml:"-"`
 }
 
 // LogConfig selects zap's output.
@@ -57,13 +77,98 @@ func loadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	if err := cfg.decodeSections(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
 	return cfg, nil
+}
+
+// decodeSections decodes each present feature section strictly over its
+// package's defaults.
+func (c *Config) decodeSections() error {
+	if c.AuthnSection != nil {
+		v := authn.DefaultConfig()
+		if err := decodeSection("authn", c.AuthnSection, &v); err != nil {
+			return err
+		}
+		c.Authn = &v
+	}
+	if c.PolicySection != nil {
+		v := policy.DefaultConfig()
+		if err := decodeSection("policy", c.PolicySection, &v); err != nil {
+			return err
+		}
+		c.Policy = &v
+	}
+	if c.AuditSection != nil {
+		v := audit.DefaultConfig()
+		if err := decodeSection("audit", c.AuditSection, &v); err != nil {
+			return err
+		}
+		c.Audit = &v
+	}
+	if c.MaskingSection != nil {
+		v := masking.DefaultConfig()
+		if err := decodeSection("masking", c.MaskingSection, &v); err != nil {
+			return err
+		}
+		c.Masking = &v
+	}
+	if c.SchemaRegistrySection != nil {
+		v := schema.DefaultConfig()
+		if err := decodeSection("schema_registry", c.SchemaRegistrySection, &v); err != nil {
+			return err
+		}
+		c.SchemaRegistry = &v
+	}
+	return nil
+}
+
+// decodeSection decodes one section strictly into dst, which holds the
+// defaults. yaml.Node.Decode is not strict, so the node is re-encoded and
+// decoded with KnownFields.
+func decodeSection(name string, n *yaml.Node, dst any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("%s: %v", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
 }
 
 // validate checks every section, naming the key at fault.
 func (c *Config) validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return err
+	}
+	if c.Authn != nil {
+		if err := c.Authn.Validate(); err != nil {
+			return fmt.Errorf("authn: %w", err)
+		}
+	}
+	if c.Policy != nil {
+		if err := c.Policy.Validate(); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+	}
+	if c.Audit != nil {
+		if err := c.Audit.Validate(); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if c.Masking != nil {
+		if err := c.Masking.Validate(); err != nil {
+			return fmt.Errorf("masking: %w", err)
+		}
+	}
+	if c.SchemaRegistry != nil {
+		if err := c.SchemaRegistry.Validate(); err != nil {
+			return fmt.Errorf("schema_registry: %w", err)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

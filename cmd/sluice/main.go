@@ -139,10 +139,25 @@ func runGateway(ctx context.Context, cfg Config, log *zap.Logger, ready func(*pr
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	featCtx, stopFeatures := context.WithCancel(context.Background())
+	defer stopFeatures()
+	feats, err := buildFeatures(featCtx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the proxy has drained: flush what the audit still holds.
+		fctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		feats.close(fctx, log)
+	}()
 	srv, err := proxy.New(proxy.Options{
-		Config:     cfg.Config,
-		Logger:     log,
-		Registerer: reg,
+		Config:        cfg.Config,
+		Logger:        log,
+		Registerer:    reg,
+		Filters:       feats.filters,
+		Authenticator: feats.authenticator,
+		OnAuth:        feats.onAuth,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
