@@ -74,9 +74,26 @@ type rewriter struct {
 
 var (
 	rewriters    = sync.Pool{New: func() any { return new(rewriter) }}
-	decompressor = kgo.DefaultDecompressor()
+	decBytes     = &decompressBytes{}
+	decompressor = kgo.DefaultDecompressor(decBytes)
 	compressors  [5]kgo.Compressor
 )
+
+// decompressBytes pools the buffers batches are decompressed into
+// (kgo.PoolDecompressBytes), so a rewrite does not allocate one per batch.
+type decompressBytes struct{ p sync.Pool }
+
+func (d *decompressBytes) GetDecompressBytes(src []byte, _ kgo.CompressionCodecType) []byte {
+	if b, ok := d.p.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 4*len(src)+4096)
+}
+
+func (d *decompressBytes) PutDecompressBytes(b []byte) {
+	b = b[:0]
+	d.p.Put(&b)
+}
 
 func init() {
 	for codec, c := range map[int]kgo.CompressionCodec{
@@ -158,6 +175,8 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byt
 		if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {
 			return dst, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
 		}
+		// Records are copied out of raw before this returns.
+		defer decBytes.PutDecompressBytes(raw)
 	}
 	if n < 0 || n > maxBatchRecords || int(n) > len(raw) {
 		return dst, fmt.Errorf("%w: %d records", ErrCorruptBatch, n)
@@ -221,6 +240,7 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byt
 
 type rawRecord struct {
 	start, end int // the whole record, length prefix included
+	body       int // after the length prefix
 	pre        int // end of attributes, timestamp delta, offset delta
 	key, value []byte
 	keyEnd     int // end of key
@@ -230,13 +250,12 @@ type rawRecord struct {
 }
 
 func readVarint(b []byte, pos *int) (int64, error) {
-	w := walker{src: b, pos: *pos}
-	v, err := w.long()
-	*pos = w.pos
-	if err != nil {
+	u, n := binary.Uvarint(b[*pos:])
+	if n <= 0 {
 		return 0, fmt.Errorf("%w: bad varint", ErrCorruptBatch)
 	}
-	return v, nil
+	*pos += n
+	return int64(u>>1) ^ -int64(u&1), nil
 }
 
 func parseRecord(raw []byte, pos *int) (rawRecord, error) {
@@ -249,6 +268,7 @@ func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 	if l < 1 || l > int64(len(raw)-*pos) {
 		return r, fmt.Errorf("%w: record length %d", ErrCorruptBatch, l)
 	}
+	r.body = *pos
 	r.end = *pos + int(l)
 	rec := raw[:r.end]
 	p := *pos + 1                                  // attributes
@@ -349,21 +369,14 @@ func (r *rawRecord) appendEdited(dst, raw []byte, e *RecordEdit) []byte {
 	}
 	nh := r.nHeaders
 	hdrs := raw[r.hdrStart:r.end]
-	size := (r.pre - r.start) + fieldLen(key) + fieldLen(value) + len(hdrs)
-	lenPrefix := r.start
-	{
-		p := r.start
-		readVarint(raw, &p) //nolint:errcheck // parsed before
-		lenPrefix = p
-	}
-	size -= lenPrefix - r.start // pre included the length prefix
+	size := (r.pre - r.body) + fieldLen(key) + fieldLen(value) + len(hdrs)
 	if reason != "" {
 		nh++
 		size += varintLen(int64(len(errorHeaderKey))) + len(errorHeaderKey) + varintLen(int64(len(reason))) + len(reason)
 	}
 	size += varintLen(nh)
 	dst = appendLong(dst, int64(size))
-	dst = append(dst, raw[lenPrefix:r.pre]...)
+	dst = append(dst, raw[r.body:r.pre]...)
 	dst = appendField(dst, key)
 	dst = appendField(dst, value)
 	dst = appendLong(dst, nh)

@@ -38,6 +38,12 @@ type recordMasker struct {
 	vbuf   []byte
 	kbuf   []byte
 
+	// The last plan used, so consecutive records of one schema skip the
+	// rule set's lock.
+	lastID   int
+	lastKey  bool
+	lastPlan *Plan
+
 	failures int
 	lastErr  *maskError
 	reasons  map[string]int
@@ -118,9 +124,12 @@ func (m *recordMasker) mask(dst, v []byte, key bool) ([]byte, error) {
 	if err != nil {
 		return dst, &maskError{reasonFormat, err}
 	}
-	plan, err := m.p.plan(m.ctx, m.rs, id, key)
-	if err != nil {
-		return dst, classify(err)
+	plan := m.lastPlan
+	if plan == nil || m.lastID != id || m.lastKey != key {
+		if plan, err = m.p.plan(m.ctx, m.rs, id, key); err != nil {
+			return dst, classify(err)
+		}
+		m.lastID, m.lastKey, m.lastPlan = id, key, plan
 	}
 	out, err := plan.AppendMasked(schema.AppendWireHeader(dst, id), body)
 	if err != nil {

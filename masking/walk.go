@@ -1,6 +1,7 @@
 package masking
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -37,30 +38,27 @@ type walker struct {
 	foundNode *node
 }
 
+// long reads a zigzag varint; the one-byte case is inlined.
 func (w *walker) long() (int64, error) {
-	if w.pos < len(w.src) && w.src[w.pos] < 0x80 {
-		u := uint64(w.src[w.pos])
-		w.pos++
-		return int64(u>>1) ^ -int64(u&1), nil
+	if p := w.pos; uint(p) < uint(len(w.src)) {
+		if b := w.src[p]; b < 0x80 {
+			w.pos = p + 1
+			return int64(b>>1) ^ -int64(b&1), nil
+		}
 	}
-	var u uint64
-	var s uint
-	for i := 0; i < 10; i++ {
-		if w.pos >= len(w.src) {
+	return w.longSlow()
+}
+
+func (w *walker) longSlow() (int64, error) {
+	u, n := binary.Uvarint(w.src[w.pos:])
+	if n <= 0 {
+		if n == 0 {
 			return 0, errShort
 		}
-		b := w.src[w.pos]
-		w.pos++
-		if i == 9 && b > 1 {
-			return 0, errVarint
-		}
-		u |= uint64(b&0x7f) << s
-		if b < 0x80 {
-			return int64(u>>1) ^ -int64(u&1), nil
-		}
-		s += 7
+		return 0, errVarint
 	}
-	return 0, errVarint
+	w.pos += n
+	return int64(u>>1) ^ -int64(u&1), nil
 }
 
 func (w *walker) int() (int64, error) {
@@ -82,9 +80,15 @@ func (w *walker) advance(n int) error {
 
 // lenPrefixed reads a bytes/string length prefix and returns the content.
 func (w *walker) lenPrefixed() ([]byte, error) {
-	l, err := w.long()
-	if err != nil {
-		return nil, err
+	var l int64
+	if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+		b := w.src[p]
+		l, w.pos = int64(b>>1)^-int64(b&1), p+1
+	} else {
+		var err error
+		if l, err = w.longSlow(); err != nil {
+			return nil, err
+		}
 	}
 	if l < 0 {
 		return nil, errLength
@@ -122,6 +126,38 @@ func (w *walker) value(n *node) error {
 	switch n.kind {
 	case kRecord:
 		for _, f := range n.fields {
+			if !f.deep {
+				// Inline the common untouched leaves.
+				switch f.kind {
+				case kString, kBytes:
+					var l int64
+					if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+						b := w.src[p]
+						l, w.pos = int64(b>>1)^-int64(b&1), p+1
+					} else {
+						var err error
+						if l, err = w.longSlow(); err != nil {
+							return err
+						}
+					}
+					if l < 0 || l > int64(len(w.src)-w.pos) {
+						return errLength
+					}
+					w.pos += int(l)
+					continue
+				case kLong:
+					if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+						w.pos++
+					} else if _, err := w.longSlow(); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := w.skip(f); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := w.value(f); err != nil {
 				return err
 			}
@@ -254,9 +290,15 @@ func (w *walker) skip(n *node) error {
 			// Inline the common leaves; recurse for the rest.
 			switch f.kind {
 			case kString, kBytes:
-				l, err := w.long()
-				if err != nil {
-					return err
+				var l int64
+				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+					b := w.src[p]
+					l, w.pos = int64(b>>1)^-int64(b&1), p+1
+				} else {
+					var err error
+					if l, err = w.longSlow(); err != nil {
+						return err
+					}
 				}
 				if l < 0 || l > int64(len(w.src)-w.pos) {
 					return errLength
@@ -264,7 +306,9 @@ func (w *walker) skip(n *node) error {
 				w.pos += int(l)
 				continue
 			case kLong:
-				if _, err := w.long(); err != nil {
+				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+					w.pos++
+				} else if _, err := w.longSlow(); err != nil {
 					return err
 				}
 				continue
