@@ -362,3 +362,41 @@ func TestFailurePolicy(t *testing.T) {
 		t.Fatalf("corrupt batch: %v", err)
 	}
 }
+
+func TestKeyMasking(t *testing.T) {
+	keySchema := parseSchema(t, 5, `{"type":"record","name":"Key","fields":[{"name":"account","type":"string"},{"name":"n","type":"int"}]}`)
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	src := staticSource{5: keySchema, 9: s}
+	kb, _ := avro.Marshal(keySchema.Avro, map[string]any{"account": "DE1234567890", "n": 3})
+	recs := demoValues(t, s, 2, 0)
+	recs[0].key = schema.AppendWire(nil, 5, kb)
+	recs[1].key = nil
+	in := makeBatch(t, 0, 0, 0, recs, -1)
+	m := newMasker(t, src, TopicConfig{}, &filter.Obligations{Mask: []filter.MaskRule{{Field: "account", Strategy: "partial", Target: "key"}}})
+	out, _, err := RewriteBatches(nil, in, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, _ := consume(t, out, 0)
+	_, body, _ := schema.ParseWire(fp.Records[0].Key)
+	var k map[string]any
+	if err := avro.Unmarshal(keySchema.Avro, body, &k); err != nil || k["account"] != "********7890" || k["n"] != 3 {
+		t.Fatalf("key %v %v", k, err)
+	}
+	if fp.Records[1].Key != nil || !bytes.Equal(fp.Records[0].Value, recs[0].value) {
+		t.Fatal("null key or value changed")
+	}
+
+	// JSON keys.
+	recs[0].key = []byte(`{"account":"DE1234567890"}`)
+	in = makeBatch(t, 0, 0, 0, recs, -1)
+	m = newMasker(t, src, TopicConfig{KeyFormat: FormatJSON}, &filter.Obligations{Mask: []filter.MaskRule{{Field: "account", Strategy: "redact", Target: "key"}}})
+	out, _, err = RewriteBatches(nil, in, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, _ = consume(t, out, 0)
+	if string(fp.Records[0].Key) != `{"account":"REDACTED"}` {
+		t.Fatalf("json key %s", fp.Records[0].Key)
+	}
+}

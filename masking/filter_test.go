@@ -1,10 +1,13 @@
 package masking
 
 import (
+	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hamba/avro/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -283,6 +286,56 @@ func TestPlannerValidate(t *testing.T) {
 		err := f.Planner().Validate(ctx, tc.topic, tc.rules)
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%s %v: err = %v, want %q", tc.topic, tc.rules, err, tc.err)
+		}
+	}
+}
+
+// TestRegistryOutage: an unreachable registry fails closed under both
+// policies, after bounded retries, once per schema id per partition.
+func TestRegistryOutage(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	id, _, err := fake.RegisterSchema("payments-value", sr.Schema{Schema: schema.DemoPaymentsSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		calls++
+		http.Error(w, `{"error_code":50001,"message":"down"}`, http.StatusInternalServerError)
+		return true
+	})
+	rcfg := schema.DefaultConfig()
+	rcfg.URL = fake.URL()
+	rcfg.RetryBackoff = time.Millisecond
+	reg, err := schema.New(rcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parseSchema(t, id, schema.DemoPaymentsSchema)
+	recs := demoValues(t, s, 20, 0)
+	in := makeBatch(t, 0, 0, 0, recs, -1)
+	for _, policy := range []string{OnErrorMarker, OnErrorFailPartition} {
+		calls = 0
+		m := newMasker(t, reg, TopicConfig{OnError: policy}, &filter.Obligations{Mask: demoRules})
+		out, st, err := RewriteBatches(nil, in, m)
+		if policy == OnErrorFailPartition {
+			if err == nil {
+				t.Fatal("fail_partition delivered records during an outage")
+			}
+			continue
+		}
+		if err != nil || st.Errors != 20 {
+			t.Fatalf("marker: %+v %v", st, err)
+		}
+		if bytes.Contains(out, []byte(schema.DemoRecord(0).Customer.SSN)) {
+			t.Fatal("ssn delivered in clear during a registry outage")
+		}
+		if m.reasons[reasonRegistry] != 20 {
+			t.Fatalf("reasons %v", m.reasons)
+		}
+		if calls != rcfg.Retries+1 {
+			t.Fatalf("%d registry calls for one schema id, want %d", calls, rcfg.Retries+1)
 		}
 	}
 }

@@ -43,6 +43,9 @@ type recordMasker struct {
 	lastID   int
 	lastKey  bool
 	lastPlan *Plan
+	// Schema ids whose lookup failed during this rewrite: later records
+	// fail fast instead of retrying the registry once each.
+	failedIDs map[int]*maskError
 
 	failures int
 	lastErr  *maskError
@@ -126,8 +129,11 @@ func (m *recordMasker) mask(dst, v []byte, key bool) ([]byte, error) {
 	}
 	plan := m.lastPlan
 	if plan == nil || m.lastID != id || m.lastKey != key {
+		if me := m.failedIDs[id]; me != nil {
+			return dst, me
+		}
 		if plan, err = m.p.plan(m.ctx, m.rs, id, key); err != nil {
-			return dst, classify(err)
+			return dst, m.lookupFailed(id, err)
 		}
 		m.lastID, m.lastKey, m.lastPlan = id, key, plan
 	}
@@ -153,9 +159,12 @@ func (m *recordMasker) match(v []byte) (bool, error) {
 	if err != nil {
 		return false, &maskError{reasonFormat, err}
 	}
+	if me := m.failedIDs[id]; me != nil {
+		return false, me
+	}
 	pr, err := m.p.predicate(m.ctx, m.rs, id)
 	if err != nil {
-		return false, classify(err)
+		return false, m.lookupFailed(id, err)
 	}
 	ok, err := pr.match(body)
 	if err != nil {
@@ -172,4 +181,13 @@ func classify(err error) *maskError {
 		return &maskError{reasonNoSchema, err}
 	}
 	return &maskError{reasonRule, err}
+}
+
+func (m *recordMasker) lookupFailed(id int, err error) *maskError {
+	me := classify(err)
+	if m.failedIDs == nil {
+		m.failedIDs = make(map[int]*maskError, 1)
+	}
+	m.failedIDs[id] = me
+	return me
 }
