@@ -38,6 +38,7 @@ type scramSession struct {
 	gs2Header       string
 	clientFirstBare string
 	serverFirst     string
+	cnonce          string
 	nonce           string
 }
 
@@ -179,6 +180,7 @@ func (s *scramSession) clientFirst(msg string) ([]byte, *filter.AuthError) {
 	}
 	s.gs2Header = header
 	s.clientFirstBare = bare
+	s.cnonce = cnonce
 	s.nonce = cnonce + base64.RawURLEncoding.EncodeToString(snonce)
 	s.serverFirst = "r=" + s.nonce + ",s=" + s.keys.saltB64 + ",i=" + strconv.Itoa(s.keys.iterations)
 	return []byte(s.serverFirst), nil
@@ -211,7 +213,12 @@ func (s *scramSession) clientFinal(msg string) ([]byte, bool, *filter.Principal,
 	if err != nil || (string(cb) != s.gs2Header && string(cb) != s.gs2Header[:1]+",,") {
 		return nil, false, nil, 0, authErr(ReasonChannelBinding, "channel binding data does not match the GS2 header")
 	}
-	if attrs[1][2:] != s.nonce {
+	// r= must repeat the combined nonce. librdkafka before 2.6.1 (so kcat
+	// and confluent-kafka-python as Debian ships them) prepends its client
+	// nonce once more (librdkafka#4895); that exact form is accepted too.
+	// Either way r= is part of the AuthMessage the proof signs, and the
+	// fresh server nonce is in it.
+	if r := attrs[1][2:]; r != s.nonce && r != s.cnonce+s.nonce {
 		return nil, false, nil, 0, malformed("client-final-message nonce does not match")
 	}
 	size := s.h().Size()

@@ -15,6 +15,11 @@ import (
 // scramFinal computes an RFC 5802 client-final-message for SHA-256 from the
 // server-first-message, with c= set to base64(cbind).
 func scramFinal(t *testing.T, password, clientFirstBare, serverFirst, cbind string) string {
+	return scramFinalNonce(t, password, clientFirstBare, serverFirst, cbind, func(n string) string { return n })
+}
+
+// scramFinalNonce is scramFinal with the r= value rewritten by nonceFn.
+func scramFinalNonce(t *testing.T, password, clientFirstBare, serverFirst, cbind string, nonceFn func(string) string) string {
 	t.Helper()
 	var nonce, saltB64 string
 	var iters int
@@ -43,7 +48,7 @@ func scramFinal(t *testing.T, password, clientFirstBare, serverFirst, cbind stri
 	}
 	clientKey := mac(salted, "Client Key")
 	stored := sha256.Sum256(clientKey)
-	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte(cbind)) + ",r=" + nonce
+	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte(cbind)) + ",r=" + nonceFn(nonce)
 	sig := mac(stored[:], clientFirstBare+","+serverFirst+","+withoutProof)
 	for i := range sig {
 		sig[i] ^= clientKey[i]
@@ -96,5 +101,44 @@ func TestSCRAMChannelBindingAttribute(t *testing.T) {
 	sf, _, _, _, _ := s.Step([]byte("n,,n=alice,r=x"))
 	if _, _, _, _, err := s.Step([]byte(scramFinal(t, "wrong", "n=alice,r=x", string(sf), "n,,"))); reasonOf(err) != authn.ReasonBadProof {
 		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+// TestSCRAMNonceForms: the final nonce must be the combined nonce, or the
+// client nonce followed by it (librdkafka before 2.6.1, librdkafka#4895);
+// anything else is refused even with a proof over it.
+func TestSCRAMNonceForms(t *testing.T) {
+	f := newFixture(t, nil, alice)
+	a := f.auth(t, "SCRAM-SHA-256")
+	const cnonce = "=6X-J>}<P>49}KH~^|.lQ"
+	for _, c := range []struct {
+		name   string
+		nonce  func(combined string) string
+		reason string
+	}{
+		{"combined", func(n string) string { return n }, ""},
+		{"librdkafka < 2.6.1", func(n string) string { return cnonce + n }, ""},
+		{"other prefix", func(n string) string { return "x" + n }, authn.ReasonMalformed},
+		{"client nonce only", func(string) string { return cnonce }, authn.ReasonMalformed},
+		{"truncated", func(n string) string { return n[:len(n)-1] }, authn.ReasonMalformed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, _ := a.Start(authn.MechScramSHA256, nil)
+			bare := "n=alice,r=" + cnonce
+			sf, _, _, _, err := s.Step([]byte("n,," + bare))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, done, _, _, err := s.Step([]byte(scramFinalNonce(t, alice.Password, bare, string(sf), "n,,", c.nonce)))
+			if c.reason == "" {
+				if err != nil || !done {
+					t.Fatalf("done %v err %v", done, err)
+				}
+				return
+			}
+			if done || reasonOf(err) != c.reason {
+				t.Fatalf("done %v err %v, want %q", done, err, c.reason)
+			}
+		})
 	}
 }
