@@ -40,23 +40,6 @@ func (d *Decision) GrantID() string {
 	return d.Obligations.GrantID
 }
 
-// output is the policy's decision document. Unknown keys are errors so a
-// typo in a policy ("allowed") is a deny, not a silent default.
-type output struct {
-	Allow       *bool           `json:"allow"`
-	Reason      string          `json:"reason"`
-	Obligations *outObligations `json:"obligations"`
-	ExpiresAt   json.RawMessage `json:"expires_at"`
-	Cache       *bool           `json:"cache"`
-}
-
-type outObligations struct {
-	GrantID   string            `json:"grant_id"`
-	Purpose   string            `json:"purpose"`
-	Mask      []filter.MaskRule `json:"mask"`
-	RowFilter *filter.RowFilter `json:"row_filter"`
-}
-
 // parseOutput converts the policy's result value (as OPA returns it:
 // map[string]any, []any, string, bool, json.Number, nil) into a Decision,
 // without a JSON round trip. Unknown keys are errors.
@@ -97,15 +80,10 @@ func parseOutput(v any) (Decision, error) {
 			if val == nil {
 				continue
 			}
-			raw, err := json.Marshal(val)
+			ob, err := obligationsValue(val)
 			if err != nil {
-				return Decision{}, fmt.Errorf("policy: decision obligations: %w", err)
+				return Decision{}, err
 			}
-			var o outObligations
-			if err := strictUnmarshal(raw, &o); err != nil {
-				return Decision{}, fmt.Errorf("policy: malformed obligations: %w", err)
-			}
-			ob := &filter.Obligations{GrantID: o.GrantID, Purpose: o.Purpose, Mask: o.Mask, RowFilter: o.RowFilter}
 			if err := checkObligations(ob); err != nil {
 				return Decision{}, err
 			}
@@ -135,35 +113,6 @@ func timeValue(v any) (time.Time, error) {
 		return time.Unix(0, int64(t)), nil
 	}
 	return time.Time{}, fmt.Errorf("want an RFC 3339 string or unix nanoseconds, got %T", v)
-}
-
-func parseOutputJSON(raw []byte) (Decision, error) {
-	var out output
-	if err := strictUnmarshal(raw, &out); err != nil {
-		return Decision{}, fmt.Errorf("policy: malformed decision: %w", err)
-	}
-	if out.Allow == nil {
-		return Decision{}, fmt.Errorf("policy: decision has no allow field")
-	}
-	d := Decision{Allow: *out.Allow, Reason: out.Reason}
-	if out.Cache != nil && !*out.Cache {
-		d.NoCache = true
-	}
-	if len(out.ExpiresAt) > 0 && string(out.ExpiresAt) != "null" {
-		t, err := parseTime(out.ExpiresAt)
-		if err != nil {
-			return Decision{}, fmt.Errorf("policy: decision expires_at: %w", err)
-		}
-		d.ExpiresAt = t
-	}
-	if o := out.Obligations; o != nil && d.Allow {
-		ob := &filter.Obligations{GrantID: o.GrantID, Purpose: o.Purpose, Mask: o.Mask, RowFilter: o.RowFilter}
-		if err := checkObligations(ob); err != nil {
-			return Decision{}, err
-		}
-		d.Obligations = ob
-	}
-	return d, nil
 }
 
 // parseTime accepts an RFC 3339 string or a number of Unix nanoseconds.
@@ -221,4 +170,138 @@ func checkObligations(o *filter.Obligations) error {
 		}
 	}
 	return nil
+}
+
+// obligationsValue converts the obligations object without a JSON round
+// trip; unknown keys and wrong types are errors.
+func obligationsValue(v any) (*filter.Obligations, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("policy: obligations must be an object, got %T", v)
+	}
+	o := &filter.Obligations{}
+	for k, val := range m {
+		var err error
+		switch k {
+		case "grant_id":
+			o.GrantID, err = stringValue(k, val)
+		case "purpose":
+			o.Purpose, err = stringValue(k, val)
+		case "mask":
+			o.Mask, err = maskValue(val)
+		case "row_filter":
+			o.RowFilter, err = rowFilterValue(val)
+		default:
+			err = fmt.Errorf("policy: obligations has unknown key %q", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+func stringValue(k string, v any) (string, error) {
+	switch s := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return s, nil
+	}
+	return "", fmt.Errorf("policy: obligations %s must be a string, got %T", k, v)
+}
+
+func stringsValue(k string, v any) ([]string, error) {
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("policy: %s must be a list, got %T", k, v)
+	}
+	out := make([]string, len(l))
+	for i, e := range l {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("policy: %s[%d] must be a string, got %T", k, i, e)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func maskValue(v any) ([]filter.MaskRule, error) {
+	if v == nil {
+		return nil, nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("policy: obligations mask must be a list, got %T", v)
+	}
+	out := make([]filter.MaskRule, 0, len(l))
+	for i, e := range l {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("policy: mask[%d] must be an object, got %T", i, e)
+		}
+		var r filter.MaskRule
+		for k, val := range m {
+			var err error
+			switch k {
+			case "field":
+				r.Field, err = stringValue("mask field", val)
+			case "strategy":
+				r.Strategy, err = stringValue("mask strategy", val)
+			case "target":
+				r.Target, err = stringValue("mask target", val)
+			case "params":
+				pm, ok := val.(map[string]any)
+				if !ok && val != nil {
+					return nil, fmt.Errorf("policy: mask[%d] params must be an object, got %T", i, val)
+				}
+				if len(pm) > 0 {
+					r.Params = make(map[string]string, len(pm))
+				}
+				for pk, pv := range pm {
+					s, ok := pv.(string)
+					if !ok {
+						return nil, fmt.Errorf("policy: mask[%d] param %s must be a string, got %T", i, pk, pv)
+					}
+					r.Params[pk] = s
+				}
+			default:
+				err = fmt.Errorf("policy: mask[%d] has unknown key %q", i, k)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func rowFilterValue(v any) (*filter.RowFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("policy: row_filter must be an object, got %T", v)
+	}
+	rf := &filter.RowFilter{}
+	for k, val := range m {
+		var err error
+		switch k {
+		case "field":
+			rf.Field, err = stringValue("row_filter field", val)
+		case "op":
+			rf.Op, err = stringValue("row_filter op", val)
+		case "values":
+			rf.Values, err = stringsValue("row_filter values", val)
+		default:
+			err = fmt.Errorf("policy: row_filter has unknown key %q", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rf, nil
 }

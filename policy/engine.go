@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -253,20 +254,19 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 }
 
 func (e *Engine) eval(ctx context.Context, rev *revision, q *Query, now time.Time) (Decision, string, error) {
-	var labels = rev.labels.lookup(q.Name)
-	if q.Resource != ResourceTopic {
-		labels = nil
-	}
 	qq := *q
 	qq.Now = now
-	in := qq.input(labels)
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.EvalTimeout)
-	defer cancel()
+	in := qq.input(rev.enrich(q))
+	// A timer cancelling the evaluation is cheaper than a context with a
+	// deadline, for which OPA starts a goroutine per evaluation.
+	c := topdown.NewCancel()
+	t := time.AfterFunc(e.cfg.EvalTimeout, c.Cancel)
 	start := time.Now()
-	rs, err := rev.pq.Eval(ctx, rego.EvalParsedInput(in))
+	rs, err := rev.pq.Eval(ctx, rego.EvalParsedInput(in), rego.EvalExternalCancel(c))
+	t.Stop()
 	e.m.evalDur.Observe(time.Since(start).Seconds())
 	if err != nil {
-		if ctx.Err() != nil {
+		if topdown.IsCancel(err) || ctx.Err() != nil {
 			return Decision{}, "timeout", fmt.Errorf("policy: evaluation timed out after %v: %w", e.cfg.EvalTimeout, err)
 		}
 		return Decision{}, "eval_error", fmt.Errorf("policy: evaluation: %w", err)

@@ -148,6 +148,7 @@ var (
 	kType, kName, kLabels                                         = str("type"), str("name"), str("labels")
 	kAPIKey, kAPIName, kAPIVersion, kClientID, kSource, kListener = str("api_key"), str("api_name"), str("api_version"), str("client_id"), str("source_address"), str("listener")
 	kRFC3339, kNS                                                 = str("rfc3339"), str("ns")
+	kPartner, kGrants                                             = str("partner"), str("grants")
 
 	actionTerms   [numActions]*ast.Term
 	resourceTerms [numResourceTypes]*ast.Term
@@ -182,9 +183,17 @@ func resourceTerm(r ResourceType) *ast.Term {
 	return resourceTerms[r]
 }
 
-// input builds the OPA input document for q, with labels the resource's
-// labels from the data.
-func (q *Query) input(labels ast.Value) ast.Value {
+// enrichment is what the engine looked up in the data for one query.
+type enrichment struct {
+	labels  ast.Value // resource labels (data.topics), nil if none
+	partner ast.Value // data.partners[principal.org], nil if none
+	grants  []*ast.Term
+}
+
+// input builds the OPA input document for q with what the engine looked up
+// in the data.
+func (q *Query) input(en enrichment) ast.Value {
+	labels := en.labels
 	p := q.Principal
 	if p == nil {
 		p = filter.Anonymous
@@ -248,11 +257,16 @@ func (q *Query) input(labels ast.Value) ast.Value {
 		[2]*ast.Term{kRFC3339, str(now.UTC().Format(time.RFC3339Nano))},
 		[2]*ast.Term{kNS, ast.NewTerm(ast.Number(strconv.FormatInt(now.UnixNano(), 10)))},
 	)
-	return ast.NewObject(
+	in := ast.NewObject(
 		[2]*ast.Term{kPrincipal, ast.NewTerm(principal)},
 		[2]*ast.Term{kAction, actionTerm(q.Action)},
 		[2]*ast.Term{kResource, ast.NewTerm(resource)},
 		[2]*ast.Term{kRequest, ast.NewTerm(request)},
 		[2]*ast.Term{kTime, ast.NewTerm(tm)},
+		[2]*ast.Term{kGrants, ast.ArrayTerm(en.grants...)},
 	)
+	if en.partner != nil {
+		in.Insert(kPartner, ast.NewTerm(en.partner))
+	}
+	return in
 }

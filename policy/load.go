@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,8 +173,11 @@ type revision struct {
 	pq     rego.PreparedEvalQuery
 	labels labelIndex
 	grants []Grant
-	cache  *cache
-	loaded time.Time
+	// Indexes of data.partners and data.grants, for the input.
+	partners map[string]ast.Value
+	byOrg    map[string][]grantTerm
+	cache    *cache
+	loaded   time.Time
 }
 
 // compile builds a revision from s: parse, compile, prepare the query, load
@@ -211,14 +215,23 @@ func compile(ctx context.Context, cfg *Config, s *sources, validate func(string,
 	if err != nil {
 		return nil, fmt.Errorf("policy: compiling: %w", err)
 	}
-	rev := &revision{id: s.rev, pq: pq, labels: labels, grants: grants, cache: newCache(cfg.CacheSize), loaded: time.Now()}
+	partners, err := buildPartners(s.data["partners"])
+	if err != nil {
+		return nil, err
+	}
+	byOrg, err := indexGrants(s.data["grants"], grants)
+	if err != nil {
+		return nil, err
+	}
+	rev := &revision{id: s.rev, pq: pq, labels: labels, grants: grants, partners: partners, byOrg: byOrg,
+		cache: newCache(cfg.CacheSize), loaded: time.Now()}
 
 	// Probe: the decision must be defined and well formed for a minimal
 	// input, or every request would be denied for a policy bug.
 	probe := Query{Principal: filter.Anonymous, Action: ActionDescribe, Resource: ResourceCluster, Name: ClusterName, Now: time.Now()}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rs, err := pq.Eval(pctx, rego.EvalParsedInput(probe.input(nil)))
+	rs, err := pq.Eval(pctx, rego.EvalParsedInput(probe.input(enrichment{})))
 	if err != nil {
 		return nil, fmt.Errorf("policy: probe evaluation: %w", err)
 	}
@@ -452,4 +465,99 @@ func decodeStrict(b []byte, v any) error {
 		return err
 	}
 	return strictUnmarshal(raw, v)
+}
+
+// grantTerm is one grant of data.grants as an input term, with what it
+// covers.
+type grantTerm struct {
+	topic, prefix string // exact topic, or pattern prefix (pattern without *)
+	term          *ast.Term
+}
+
+func buildPartners(doc any) (map[string]ast.Value, error) {
+	out := map[string]ast.Value{}
+	if doc == nil {
+		return out, nil
+	}
+	m, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("policy: data.partners must be an object of organisation -> attributes, got %T", doc)
+	}
+	for org, attrs := range m {
+		if _, ok := attrs.(map[string]any); !ok {
+			return nil, fmt.Errorf("policy: data.partners[%q] must be an object, got %T", org, attrs)
+		}
+		v, err := ast.InterfaceToValue(attrs)
+		if err != nil {
+			return nil, fmt.Errorf("policy: data.partners[%q]: %w", org, err)
+		}
+		out[org] = v
+	}
+	return out, nil
+}
+
+// indexGrants indexes the raw grants (as the policy sees them) by org.
+func indexGrants(doc any, grants []Grant) (map[string][]grantTerm, error) {
+	out := map[string][]grantTerm{}
+	if doc == nil {
+		return out, nil
+	}
+	raw, _ := doc.([]any)
+	if len(raw) != len(grants) {
+		return nil, fmt.Errorf("policy: internal: %d grants parsed from %d", len(grants), len(raw))
+	}
+	for i, g := range grants {
+		v, err := ast.InterfaceToValue(raw[i])
+		if err != nil {
+			return nil, fmt.Errorf("policy: data.grants[%d]: %w", i, err)
+		}
+		// The window as Unix nanoseconds, so the policy compares numbers
+		// instead of parsing timestamps on every evaluation.
+		obj, ok := v.(ast.Object)
+		if !ok {
+			return nil, fmt.Errorf("policy: data.grants[%d] is not an object", i)
+		}
+		obj = obj.Copy()
+		for field, val := range map[string]string{"valid_from_ns": g.ValidFrom, "valid_until_ns": g.ValidUntil} {
+			if val == "" {
+				continue
+			}
+			t, _ := time.Parse(time.RFC3339, val) // checked by parseGrants
+			obj.Insert(ast.StringTerm(field), ast.NewTerm(ast.Number(strconv.FormatInt(t.UnixNano(), 10))))
+		}
+		gt := grantTerm{topic: g.Topic, term: ast.NewTerm(obj)}
+		if g.Pattern != "" {
+			if !strings.HasSuffix(g.Pattern, "*") || strings.Count(g.Pattern, "*") != 1 {
+				return nil, fmt.Errorf("policy: data.grants[%d] (%s): pattern %q must end in its only *", i, g.ID, g.Pattern)
+			}
+			gt.prefix = strings.TrimSuffix(g.Pattern, "*")
+		}
+		out[g.Org] = append(out[g.Org], gt)
+	}
+	return out, nil
+}
+
+// enrich looks up what the input carries from the data for q.
+func (r *revision) enrich(q *Query) enrichment {
+	var en enrichment
+	p := q.Principal
+	if p == nil {
+		p = filter.Anonymous
+	}
+	if p.Org != "" {
+		en.partner = r.partners[p.Org]
+	}
+	if q.Resource != ResourceTopic {
+		return en
+	}
+	en.labels = r.labels.lookup(q.Name)
+	if p.Org == "" {
+		return en
+	}
+	for _, g := range r.byOrg[p.Org] {
+		if (g.topic != "" && g.topic == q.Name) || (g.topic == "" && strings.HasPrefix(q.Name, g.prefix)) {
+			en.grants = append(en.grants, g.term)
+		}
+	}
+	return en
 }

@@ -7,21 +7,30 @@
 #   - a partner (principal.org names an active organisation in
 #     data.partners) may
 #       * consume (read, describe) a topic only with an active grant for it
-#         in data.grants: same org, topic or "prefix*" pattern, a purpose
-#         the principal (attribute "purpose") or else the partner declares,
-#         the topic's classification at most the grant's ceiling and the
-#         partner's max_classification, inside [valid_from, valid_until),
-#         not revoked. The grant's mask and row_filter become obligations.
+#         in data.grants: a purpose the principal (attribute "purpose") or
+#         else the partner declares, the topic's classification at most the
+#         grant's ceiling and the partner's max_classification, inside
+#         [valid_from, valid_until), not revoked. The grant's mask and
+#         row_filter become obligations; the decision expires with it.
 #       * produce (write, describe) only to its own inbound topics
 #         "inbound.<org>.*", and use idempotent producers;
 #       * use consumer groups and transactional ids named "<org>.*";
 #       * nothing administrative.
 #   - anyone else: nothing.
 #
-# The decision is an object (see docs/policy.md):
-#   {"allow": bool, "reason": string, "obligations": {...}, "expires_at": ns}
+# The engine puts the data this policy needs into the input (see
+# docs/policy.md): input.partner is data.partners[principal.org],
+# input.grants the grants of data.grants for the principal's organisation
+# whose topic or pattern covers resource.name, and resource.labels the
+# topic's entry in data.topics. Reading input is much cheaper than walking
+# data on every uncached decision.
+#
+# The decision is an object:
+#   {"allow": bool, "reason": string, "obligations": {...}, "expires_at": time}
 package sluice.authz
 
+# Classification levels. Written out where used (a literal lookup) rather
+# than read from a rule, which costs a rule evaluation per decision.
 levels := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 
 audit_topic := "_sluice_audit"
@@ -35,83 +44,64 @@ group_actions := {"read", "describe", "delete"}
 default decision := {"allow": false, "reason": "no rule allows this request"}
 
 decision := {"allow": true, "reason": "role admin"} if {
-	is_admin
+	"admin" in input.principal.roles
 } else := audit_decision if {
-	is_topic
+	input.resource.type == "topic"
 	input.resource.name == audit_topic
-} else := {"allow": false, "reason": sprintf("organisation %q is unknown or inactive", [org])} if {
+} else := {"allow": false, "reason": concat("", ["organisation ", org, " is unknown or inactive"])} if {
 	org != ""
-	not active_partner
+	not input.partner.active
 } else := partner_decision if {
-	active_partner
+	org != ""
 }
-
-# --- principal -------------------------------------------------------------
 
 org := input.principal.org
 
-is_admin if "admin" in input.principal.roles
-
-is_auditor if "auditor" in input.principal.roles
-
-active_partner if data.partners[org].active == true
-
-partner := data.partners[org]
-
-is_topic if input.resource.type == "topic"
+partner := input.partner
 
 # --- audit topic -----------------------------------------------------------
 
 audit_decision := {"allow": true, "reason": "auditor reads the audit trail"} if {
-	is_auditor
+	"auditor" in input.principal.roles
 	input.action in consume_actions
 } else := {"allow": false, "reason": "the audit topic is readable only by auditors and never writable"}
 
 # --- partners --------------------------------------------------------------
 
-partner_decision := produce_decision if {
-	is_topic
-	startswith(input.resource.name, inbound_prefix)
-	input.action in produce_actions
-} else := consume_decision if {
-	is_topic
+partner_decision := consume_decision if {
+	input.resource.type == "topic"
 	input.action in consume_actions
-} else := {"allow": false, "reason": sprintf("partners may write only to %s*", [inbound_prefix])} if {
-	is_topic
+	not own_inbound
+} else := {"allow": true, "reason": "partner writes its own inbound topic"} if {
+	input.resource.type == "topic"
+	input.action in produce_actions
+	own_inbound
+} else := {"allow": false, "reason": concat("", ["partners may write only to inbound.", org, ".*"])} if {
+	input.resource.type == "topic"
 	input.action == "write"
 } else := {"allow": true, "reason": "partner uses its own group"} if {
 	input.resource.type == "group"
-	startswith(input.resource.name, own_prefix)
+	startswith(input.resource.name, concat("", [org, "."]))
 	input.action in group_actions
-} else := {"allow": false, "reason": sprintf("partners may use only groups named %s*", [own_prefix])} if {
+} else := {"allow": false, "reason": concat("", ["partners may use only groups named ", org, ".*"])} if {
 	input.resource.type == "group"
 } else := {"allow": true, "reason": "partner uses its own transactional id"} if {
 	input.resource.type == "transactional_id"
-	startswith(input.resource.name, own_prefix)
+	startswith(input.resource.name, concat("", [org, "."]))
 	input.action in {"write", "describe"}
 } else := {"allow": true, "reason": "partners may produce idempotently"} if {
 	input.resource.type == "cluster"
 	input.action == "idempotent_write"
 } else := {"allow": false, "reason": "administrative operations are not available to partners"}
 
-own_prefix := concat("", [org, "."])
-
-inbound_prefix := concat("", ["inbound.", org, "."])
-
-produce_decision := {"allow": true, "reason": "partner writes its own inbound topic"}
+own_inbound if startswith(input.resource.name, concat("", ["inbound.", org, "."]))
 
 # --- grants ----------------------------------------------------------------
 
 # The allow path is written to be cheap (it runs uncached once per
-# principal, topic and action): one pass over the grants, no string
-# formatting. The reasons for a denial are worked out only on the deny path.
-
-covers(g, topic) if g.topic == topic
-
-covers(g, topic) if {
-	endswith(g.pattern, "*")
-	startswith(topic, trim_suffix(g.pattern, "*"))
-}
+# principal, topic and action): one pass over the few candidate grants, no
+# function calls, no string formatting. The reasons for a denial are worked
+# out only on the deny path.
 
 # Purposes the principal acts for: its own attribute, else its partner's.
 purposes := {input.principal.attributes.purpose} if {
@@ -121,43 +111,41 @@ purposes := {input.principal.attributes.purpose} if {
 # An unlabelled topic is treated as restricted: fail closed.
 default topic_level := 3
 
-topic_level := levels[input.resource.labels.classification]
+topic_level := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[input.resource.labels.classification]
+
+# A partner without a ceiling gets public data only.
+default partner_level := 0
+
+partner_level := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[partner.max_classification]
 
 now := input.time.ns
 
-usable(g) if {
-	not g.revoked
+# A grant is usable when it is not revoked, is for one of the principal's
+# purposes, allows the topic's classification (as does the partner), and
+# now is inside [valid_from, valid_until). The engine adds valid_from_ns and
+# valid_until_ns (Unix nanoseconds) to each grant in input.grants.
+usable contains g if {
+	some g in input.grants
+	g.org == org
+	object.get(g, "revoked", false) == false
 	g.purpose in purposes
-	topic_level <= levels[g.classification]
-	topic_level <= levels[partner.max_classification]
-	in_window(g)
+	topic_level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[g.classification]
+	topic_level <= partner_level
+	now >= object.get(g, "valid_from_ns", 0)
+	now < object.get(g, "valid_until_ns", forever)
 }
 
-in_window(g) if {
-	not_before(g)
-	not_after(g)
-}
-
-not_before(g) if not g.valid_from
-
-not_before(g) if now >= time.parse_rfc3339_ns(g.valid_from)
-
-not_after(g) if not g.valid_until
-
-not_after(g) if now < time.parse_rfc3339_ns(g.valid_until)
+# 2200-01-01T00:00:00Z in Unix nanoseconds: "no end".
+forever := 7258118400000000000
 
 # With several usable grants, the one with the smallest id decides, so the
 # obligations are deterministic.
-usable_ids contains g.id if {
-	some g in data.grants
-	g.org == org
-	covers(g, input.resource.name)
-	usable(g)
-}
-
 chosen := g if {
-	id := min(usable_ids)
-	some g in data.grants
+	count(usable) == 1
+	some g in usable
+} else := g if {
+	id := min({g.id | some g in usable})
+	some g in usable
 	g.id == id
 }
 
@@ -170,21 +158,16 @@ consume_decision := {
 		"mask": object.get(g, "mask", []),
 		"row_filter": object.get(g, "row_filter", null),
 	},
-	# The decision lapses when the grant does (the engine caches it until
-	# then at most).
+	# The decision lapses when the grant does; the engine caches it until
+	# then at most.
 	"expires_at": object.get(g, "valid_until", null),
 } if {
 	g := chosen
 } else := {"allow": false, "reason": concat("", ["no grant for topic ", input.resource.name])} if {
-	count(candidate_grants) == 0
-} else := {"allow": false, "reason": concat("; ", sort([sprintf("grant %s %s", [g.id, grant_problem(g)]) | some g in candidate_grants]))}
+	count(candidates) == 0
+} else := {"allow": false, "reason": concat("; ", sort([sprintf("grant %s %s", [g.id, grant_problem(g)]) | some g in candidates]))}
 
-# Grants of this organisation covering the topic (deny path only).
-candidate_grants contains g if {
-	some g in data.grants
-	g.org == org
-	covers(g, input.resource.name)
-}
+candidates := [g | some g in input.grants; g.org == org]
 
 grant_problem(g) := "is revoked" if {
 	g.revoked == true
@@ -192,10 +175,10 @@ grant_problem(g) := "is revoked" if {
 	not g.purpose in purposes
 } else := sprintf("allows up to %q", [g.classification]) if {
 	topic_level > levels[g.classification]
-} else := sprintf("exceeds the partner's ceiling %q", [partner.max_classification]) if {
-	topic_level > levels[partner.max_classification]
+} else := sprintf("exceeds the partner's ceiling %q", [object.get(partner, "max_classification", "public")]) if {
+	topic_level > partner_level
 } else := "is not valid yet" if {
-	not not_before(g)
+	now < object.get(g, "valid_from_ns", 0)
 } else := "has expired" if {
-	not not_after(g)
+	now >= object.get(g, "valid_until_ns", forever)
 } else := "is not usable"
