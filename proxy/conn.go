@@ -58,6 +58,11 @@ type clientConn struct {
 	saslSession   filter.Session
 	saslRaw       bool // after SaslHandshake v0: raw tokens follow
 	sessionExpiry time.Time
+
+	// answerThenClose is set by the read loop when it queued a final
+	// answer (a refused SASL exchange): the connection closes once the
+	// write loop has written it, not before.
+	answerThenClose bool
 }
 
 // pending is one request on its way through the connection.
@@ -107,6 +112,18 @@ func (c *clientConn) close() {
 			c.up.Close()
 		}
 	})
+}
+
+// lingerClose sends FIN after a final answer and discards what the client
+// still sends for a moment, so that the kernel does not reset the
+// connection (dropping the answer) because unread bytes were pending.
+func (c *clientConn) lingerClose() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.nc.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
 }
 
 // drain stops reading new requests; in-flight ones are answered.
@@ -237,7 +254,7 @@ func (c *clientConn) readLoop() (drained bool) {
 			return false
 		}
 		if !c.dispatch(h, buf, frame, tRead) {
-			return false
+			return c.answerThenClose
 		}
 	}
 }
@@ -488,14 +505,23 @@ func (c *clientConn) answerLocal(h requestHeader, resp kmsg.Response, tRead time
 	p := &pending{local: frame, closeAfter: closeAfter, tRead: tRead}
 	p.x.Key, p.x.Version, p.x.CorrelationID = h.Key, h.Version, h.CorrelationID
 	c.s.m.request(h.Key, outcomeLocal)
-	return c.enqueue(p) && !closeAfter
+	if !c.enqueue(p) {
+		return false
+	}
+	if closeAfter {
+		c.answerThenClose = true
+		return false
+	}
+	return true
 }
 
 // writeLoop answers pending exchanges in order.
 func (c *clientConn) writeLoop() {
 	for p := range c.inflight {
 		if err := c.respond(p); err != nil {
-			if !errors.Is(err, errCloseAfter) {
+			if errors.Is(err, errCloseAfter) {
+				c.lingerClose()
+			} else {
 				select {
 				case <-c.closed:
 				default:
