@@ -35,6 +35,15 @@ const usage = `sluice — governed stream-sharing gateway for Kafka
 Usage:
   sluice run [--config FILE] [flags]   run the gateway in front of a Kafka cluster
   sluice dev [flags]                   embedded demo: 3-broker in-process cluster + gateway
+  sluice policy test DIR               run the Rego unit tests in DIR
+  sluice policy eval --config FILE --input FILE
+                                       print the decision for one input document
+  sluice audit verify [--config FILE]  verify the audit topic's hash chains and signatures
+  sluice audit tail [--config FILE] [--principal P] [--resource T] [--decision D] [--since 15m]
+                                       print audit events readably
+  sluice audit export --out FILE       copy the audit topic to a file (verify it with --file)
+  sluice audit keygen --out FILE       create the Ed25519 key that signs chain heads
+  sluice creds hash|scram              make a credentials-file entry (password on stdin)
   sluice version                       print the version
 
 Run 'sluice run -h' or 'sluice dev -h' for flags.
@@ -51,6 +60,12 @@ func main() {
 		err = cmdRun(os.Args[2:])
 	case "dev":
 		err = cmdDev(os.Args[2:])
+	case "policy":
+		err = cmdPolicy(os.Args[2:])
+	case "audit":
+		err = cmdAudit(os.Args[2:])
+	case "creds":
+		err = cmdCreds(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("sluice", version)
 	case "help", "-h", "--help":
@@ -60,7 +75,9 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sluice:", err)
+		if err != errFailed {
+			fmt.Fprintln(os.Stderr, "sluice:", err)
+		}
 		os.Exit(1)
 	}
 }
