@@ -279,26 +279,11 @@ func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 		return r, err
 	}
 	r.pre = p
-	field := func() ([]byte, error) {
-		n, err := readVarint(rec, &p)
-		if err != nil {
-			return nil, err
-		}
-		if n < -1 || n > int64(len(rec)-p) {
-			return nil, fmt.Errorf("%w: field length %d", ErrCorruptBatch, n)
-		}
-		if n == -1 {
-			return nil, nil
-		}
-		v := rec[p : p+int(n) : p+int(n)]
-		p += int(n)
-		return v, nil
-	}
-	if r.key, err = field(); err != nil {
+	if r.key, err = recordField(rec, &p); err != nil {
 		return r, err
 	}
 	r.keyEnd = p
-	if r.value, err = field(); err != nil {
+	if r.value, err = recordField(rec, &p); err != nil {
 		return r, err
 	}
 	r.valEnd = p
@@ -328,6 +313,23 @@ func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 	}
 	*pos = r.end
 	return r, nil
+}
+
+// recordField reads a varint-length-prefixed key or value; -1 is null.
+func recordField(rec []byte, p *int) ([]byte, error) {
+	n, err := readVarint(rec, p)
+	if err != nil {
+		return nil, err
+	}
+	if n < -1 || n > int64(len(rec)-*p) {
+		return nil, fmt.Errorf("%w: field length %d", ErrCorruptBatch, n)
+	}
+	if n == -1 {
+		return nil, nil
+	}
+	v := rec[*p : *p+int(n) : *p+int(n)]
+	*p += int(n)
+	return v, nil
 }
 
 func varintLen(v int64) int {

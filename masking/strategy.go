@@ -242,14 +242,7 @@ func partialLen(s []byte, keepFirst, keepLast int, maskChar string) int {
 // whole.
 func appendPartial(dst, s []byte, keepFirst, keepLast int, maskChar string) []byte {
 	if len(maskChar) == 1 && isASCII(s) {
-		if len(s) <= keepFirst+keepLast {
-			keepFirst, keepLast = 0, 0
-		}
-		dst = append(dst, s[:keepFirst]...)
-		for range len(s) - keepFirst - keepLast {
-			dst = append(dst, maskChar[0])
-		}
-		return append(dst, s[len(s)-keepLast:]...)
+		return appendPartialASCII(dst, s, keepFirst, keepLast, maskChar[0])
 	}
 	n := utf8.RuneCount(s)
 	if n <= keepFirst+keepLast {
@@ -283,4 +276,18 @@ func runeSuffixLen(s []byte, n int) int {
 		i -= sz
 	}
 	return len(s) - i
+}
+
+// appendPartialASCII is appendPartial for ASCII s and a one-byte mask.
+func appendPartialASCII(dst, s []byte, keepFirst, keepLast int, mask byte) []byte {
+	if len(s) <= keepFirst+keepLast {
+		keepFirst, keepLast = 0, 0
+	}
+	dst = append(dst, s[:keepFirst]...)
+	n := len(s) - keepFirst - keepLast
+	dst = slices.Grow(dst, n)
+	for range n {
+		dst = append(dst, mask)
+	}
+	return append(dst, s[len(s)-keepLast:]...)
 }

@@ -358,6 +358,12 @@ func (w *walker) replace(n *node, start int) {
 	}
 	switch a.kind {
 	case actPartial:
+		if len(a.maskChar) == 1 && isASCII(v) {
+			// One pass: the output has the input's length.
+			w.dst = appendLong(w.dst, int64(len(v)))
+			w.dst = appendPartialASCII(w.dst, v, a.keepFirst, a.keepLast, a.maskChar[0])
+			return
+		}
 		w.dst = appendLong(w.dst, int64(partialLen(v, a.keepFirst, a.keepLast, a.maskChar)))
 		w.dst = appendPartial(w.dst, v, a.keepFirst, a.keepLast, a.maskChar)
 	case actHash:

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package masking
+
+import "testing"
+
+func cpuLoop(b *testing.B, body func()) {
+	for b.Loop() {
+		body()
+	}
+}
