@@ -50,11 +50,12 @@ type Auditor struct {
 	spool   *spool
 	kick    chan struct{} // wakes the replayer
 
-	mu      sync.RWMutex // guards closed against enqueuers
-	closed  bool
-	closing chan struct{}
-	once    sync.Once
-	stopCtx atomic.Pointer[context.Context]
+	mu          sync.RWMutex // guards closed against enqueuers
+	closed      bool
+	closing     chan struct{}
+	once        sync.Once
+	closeClient sync.Once
+	stopCtx     atomic.Pointer[context.Context]
 
 	in       chan item
 	out      chan []byte
@@ -164,6 +165,8 @@ func New(cfg Config, opts []kgo.Opt, reg prometheus.Registerer, log *zap.Logger)
 		kgo.DefaultProduceTopic(cfg.Topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.ProduceRequestTimeout(cfg.ProduceTimeout),
+		kgo.RequestTimeoutOverhead(min(cfg.ProduceTimeout, 10*time.Second)),
 		kgo.MaxBufferedRecords(max(cfg.QueueSize, 2*maxBatch)),
 		kgo.ProducerLinger(0),
 	)
@@ -219,8 +222,15 @@ func (a *Auditor) Close(ctx context.Context) error {
 		<-a.shipDone
 		return nil
 	}
-	<-a.shipDone
-	a.client.Close()
+	select {
+	case <-a.shipDone:
+	case <-ctx.Done():
+		// Closing the client fails what it still holds, which unblocks
+		// the shipper; its records are in the spool or counted dropped.
+		a.closeClient.Do(a.client.Close)
+		<-a.shipDone
+	}
+	a.closeClient.Do(a.client.Close)
 	var errs []error
 	if err := a.spool.close(); err != nil {
 		errs = append(errs, err)

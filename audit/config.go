@@ -106,8 +106,8 @@ func (c *Config) Validate() error {
 	if c.QueueSize < 1 || c.QueueSize > 1<<24 {
 		bad("queue_size %d out of range [1, 16777216]", c.QueueSize)
 	}
-	if c.ProduceTimeout < 10*time.Millisecond {
-		bad("produce_timeout %s too short", c.ProduceTimeout)
+	if c.ProduceTimeout < time.Second {
+		bad("produce_timeout %s below 1s", c.ProduceTimeout)
 	}
 	if c.RetryInterval < time.Millisecond {
 		bad("retry_interval %s too short", c.RetryInterval)

@@ -11,7 +11,7 @@ import (
 func TestDecodeConfig(t *testing.T) {
 	cases := []struct {
 		name, yaml, err string
-		check          func(Config) bool
+		check           func(Config) bool
 	}{
 		{"defaults", "", "", func(c Config) bool {
 			return c.Enabled && c.Topic == "_sluice_audit" && c.FoldWindow == time.Second && c.OnSpoolFull == FailClosed

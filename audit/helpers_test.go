@@ -27,6 +27,7 @@ type cluster struct {
 	c       *kfake.Cluster
 	opts    []kgo.Opt
 	failing atomic.Bool
+	hung    atomic.Bool // Produce requests get no answer
 }
 
 func newCluster(t testing.TB) *cluster {
@@ -39,6 +40,9 @@ func newCluster(t testing.TB) *cluster {
 	cl := &cluster{c: c, opts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}}
 	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
+		if cl.hung.Load() {
+			return nil, nil, true
+		}
 		if !cl.failing.Load() {
 			return nil, nil, false
 		}

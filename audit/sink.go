@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -99,7 +100,9 @@ func (a *Auditor) deliver(held, batch [][]byte) [][]byte {
 	direct := len(held) == 0 && a.spool.empty()
 	a.spoolMu.Unlock()
 	if direct && len(batch) > 0 {
-		written, failed := a.produce(a.writeCtx(), batch)
+		t := time.NewTimer(a.cfg.ProduceTimeout)
+		written, failed := a.produce(batch, t.C, a.deadlineDone())
+		t.Stop()
 		a.m.written.Add(float64(written))
 		if len(failed) == 0 {
 			return nil
@@ -176,7 +179,7 @@ func (a *Auditor) replayer(stop, done chan struct{}) {
 		case <-a.kick:
 		case <-t.C:
 		}
-		for a.replay() {
+		for a.replay(stop) {
 			select {
 			case <-stop:
 				return
@@ -196,7 +199,7 @@ func (a *Auditor) replayer(stop, done chan struct{}) {
 
 // replay writes the oldest spooled records to the topic and reports
 // whether all of them were written and more may be waiting.
-func (a *Auditor) replay() bool {
+func (a *Auditor) replay(stop <-chan struct{}) bool {
 	a.spoolMu.Lock()
 	vals, next, err := a.spool.peek(maxBatch, maxBatchBytes)
 	roff := a.spool.roff
@@ -214,7 +217,9 @@ func (a *Auditor) replay() bool {
 	if len(vals) == 0 {
 		return false
 	}
-	written, failed := a.produce(a.writeCtx(), vals)
+	// No time limit: replays wait behind whatever the client still holds
+	// for the partition; shipping goes on meanwhile.
+	written, failed := a.produce(vals, nil, stop)
 	if written == 0 {
 		return false
 	}
@@ -240,33 +245,53 @@ func (a *Auditor) replay() bool {
 	return len(failed) == 0 && !empty
 }
 
+// errNoAck is the failure of a batch not acknowledged in time. Its records
+// may still be written later by the client; they are spooled anyway, and
+// the replayed copies queue behind them in the same partition, so the
+// topic keeps chain order and at worst holds byte-identical duplicates,
+// which Verify accepts.
+var errNoAck = errors.New("audit: no acknowledgement within produce_timeout")
+
 // produce writes records in order and returns how many were written and
-// the failed ones, in order. A failure followed by a success (the topic
-// order then differs from the chain order, which Verify reports) is
-// logged; the failed records are still returned for spooling.
-func (a *Auditor) produce(ctx context.Context, vals [][]byte) (int, [][]byte) {
-	recs := make([]*kgo.Record, len(vals))
+// the failed ones, in order. It waits at most until timeout fires (nil:
+// no limit) or stop closes; then every record counts as failed. A
+// failure followed by a success (the client fails every later record of
+// a partition after a failure, so this is not expected) is logged.
+func (a *Auditor) produce(vals [][]byte, timeout <-chan time.Time, stop <-chan struct{}) (int, [][]byte) {
+	errs := make([]error, len(vals))
+	var wg sync.WaitGroup
+	wg.Add(len(vals))
 	for i, v := range vals {
-		recs[i] = &kgo.Record{Key: a.keyOf(v), Value: v}
+		r := &kgo.Record{Key: a.keyOf(v), Value: v}
+		a.client.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
+			errs[i] = err
+			wg.Done()
+		})
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ProduceTimeout+time.Second)
-	defer cancel()
-	res := a.client.ProduceSync(ctx, recs...)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	var failed [][]byte
 	var firstErr error
 	written := 0
-	for i, r := range res {
-		if r.Err != nil {
-			if firstErr == nil {
-				firstErr = r.Err
+	select {
+	case <-done:
+		for i, err := range errs {
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				failed = append(failed, vals[i])
+				continue
 			}
-			failed = append(failed, vals[i])
-			continue
+			written++
+			if firstErr != nil {
+				a.log.Error("audit record written after an earlier one failed; topic order differs from chain order")
+			}
 		}
-		written++
-		if firstErr != nil {
-			a.log.Error("audit record written after an earlier one failed; topic order differs from chain order")
-		}
+	case <-timeout:
+		firstErr, failed = errNoAck, vals
+	case <-stop:
+		firstErr, failed = errors.New("audit: stopped waiting for acknowledgement"), vals
 	}
 	if firstErr != nil {
 		a.m.produceErrs.Inc()
@@ -289,6 +314,14 @@ func (a *Auditor) writeCtx() context.Context {
 }
 
 func (a *Auditor) stopExpired() bool { return a.writeCtx().Err() != nil }
+
+// deadlineDone is closed when Close's deadline passes; nil before Close.
+func (a *Auditor) deadlineDone() <-chan struct{} {
+	if p := a.stopCtx.Load(); p != nil {
+		return (*p).Done()
+	}
+	return nil
+}
 
 func (a *Auditor) stopDone() <-chan struct{} {
 	if p := a.stopCtx.Load(); p != nil {
