@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -626,6 +627,19 @@ func BenchmarkFilterFetchCached(b *testing.B) {
 		}
 		if err := f.OnResponse(ctx, x); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The enforcement table in docs/policy.md lists every rule.
+func TestDocsListEveryRule(t *testing.T) {
+	doc, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, r := range rules {
+		if !strings.Contains(string(doc), r.name) {
+			t.Errorf("docs/policy.md does not list the rule of key %d: %q", key, r.name)
 		}
 	}
 }
