@@ -132,7 +132,7 @@ func (r *Registry) SchemaByID(ctx context.Context, id int) (*Schema, error) {
 	if s, ok := r.Cached(id); ok {
 		return s, nil
 	}
-	v, err, _ := r.sf.Do("id:"+strconv.Itoa(id), func() (any, error) {
+	v, err := r.flight(ctx, "id:"+strconv.Itoa(id), func(ctx context.Context) (any, error) {
 		if s, ok := r.Cached(id); ok {
 			return s, nil
 		}
@@ -166,7 +166,7 @@ func (r *Registry) Latest(ctx context.Context, subject string) (*SubjectSchema, 
 	if ok && time.Since(t.at) < r.cfg.LatestTTL {
 		return t.v, nil
 	}
-	v, err, _ := r.sf.Do("latest:"+subject, func() (any, error) {
+	v, err := r.flight(ctx, "latest:"+subject, func(ctx context.Context) (any, error) {
 		var ss sr.SubjectSchema
 		err := r.call(ctx, func(ctx context.Context) (err error) {
 			ss, err = r.cl.SchemaByVersion(ctx, subject, -1)
@@ -204,7 +204,7 @@ func (r *Registry) IDInSubject(ctx context.Context, subject string, id int) (boo
 	if ok && time.Since(t.at) < r.cfg.LatestTTL {
 		return t.v, nil
 	}
-	v, err, _ := r.sf.Do("member:"+key, func() (any, error) {
+	v, err := r.flight(ctx, "member:"+key, func(ctx context.Context) (any, error) {
 		var vs []sr.SubjectVersion
 		err := r.call(ctx, func(ctx context.Context) (err error) {
 			vs, err = r.cl.SchemaVersionsByID(ctx, id)
@@ -235,6 +235,25 @@ func (r *Registry) IDInSubject(ctx context.Context, subject string, id int) (boo
 		return false, err
 	}
 	return v.(bool), nil
+}
+
+// flight runs fn once for concurrent callers of the same key. fn runs under
+// a context detached from any one caller (so one caller giving up does not
+// fail the others) and bounded by the retry budget; each caller still
+// returns when its own ctx is done.
+func (r *Registry) flight(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error) {
+	ch := r.sf.DoChan(key, func() (any, error) {
+		budget := time.Duration(r.cfg.Retries+1)*r.cfg.Timeout + r.cfg.RetryBackoff<<r.cfg.Retries
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+		defer cancel()
+		return fn(fctx)
+	})
+	select {
+	case res := <-ch:
+		return res.Val, res.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
 }
 
 func (r *Registry) store(s *Schema) {

@@ -246,3 +246,34 @@ func TestEmbeddedSeedDemo(t *testing.T) {
 		})
 	}
 }
+
+func TestRegistryCallerCancel(t *testing.T) {
+	fake, reg := newTestRegistry(t)
+	id, _, _ := fake.RegisterSchema("a-value", sr.Schema{Schema: `"string"`})
+	release := make(chan struct{})
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		<-release
+		return false
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := reg.SchemaByID(ctx, id)
+		done <- err
+	}()
+	// A second caller shares the flight and outlives the first.
+	second := make(chan error, 1)
+	go func() {
+		_, err := reg.SchemaByID(context.Background(), id)
+		second <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-done; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("canceled caller: %v", err)
+	}
+	close(release)
+	if err := <-second; err != nil {
+		t.Fatalf("second caller failed with the first: %v", err)
+	}
+}
