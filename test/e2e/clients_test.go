@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,9 @@ func values(prefix string, n int) []string {
 // kgoClient runs franz-go in the test process. Its dialer records every
 // address it connects to, which must all be gateway addresses.
 type kgoClient struct {
+	// tls, if set, makes the client dial with TLS.
+	tls *tls.Config
+
 	mu     sync.Mutex
 	dialed []string
 }
@@ -82,7 +86,11 @@ func (k *kgoClient) newClient(t *testing.T, bootstrap string, opts ...kgo.Opt) *
 			k.mu.Lock()
 			k.dialed = append(k.dialed, host)
 			k.mu.Unlock()
-			return d.DialContext(ctx, network, host)
+			if k.tls == nil {
+				return d.DialContext(ctx, network, host)
+			}
+			td := &tls.Dialer{NetDialer: d, Config: k.tls}
+			return td.DialContext(ctx, network, host)
 		}),
 		kgo.FetchMaxWait(250 * time.Millisecond),
 	}, opts...)
