@@ -131,7 +131,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 		name := t.Topic
 		resolved := true
 		if name == "" {
-			name, resolved = x.Topics.TopicName(t.TopicID)
+			name, resolved = resolveTopic(x, t.TopicID)
 		}
 		var obl *filter.Obligations
 		if resolved {
@@ -232,7 +232,7 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 		name := t.Topic
 		resolved := true
 		if name == "" {
-			name, resolved = x.Topics.TopicName(t.TopicID)
+			name, resolved = resolveTopic(x, t.TopicID)
 		}
 		tc := f.cfg.Topic(name)
 		var obl *filter.Obligations
@@ -369,4 +369,11 @@ func (f *Filter) produceResponse(x *filter.Exchange, resp *kmsg.ProduceResponse)
 		p.ErrorMessage = &msg
 		t.Partitions = append(t.Partitions, p)
 	}
+}
+
+func resolveTopic(x *filter.Exchange, id [16]byte) (string, bool) {
+	if x.Topics == nil {
+		return "", false
+	}
+	return x.Topics.TopicName(id)
 }

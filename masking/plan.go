@@ -340,19 +340,14 @@ func (p *Planner) ValidateObligations(ctx context.Context, topic string, o *filt
 		return err
 	}
 	tc := p.cfg.Topic(topic)
-	if tc.Format == FormatJSON {
-		if _, err := rs.jsonPlan(false); err != nil {
+	check := func(format, subject string, rules []*rule, key bool) error {
+		if format == FormatJSON {
+			_, err := rs.jsonPlan(key)
 			return err
 		}
-		if _, err := rs.jsonPlan(true); err != nil {
-			return err
+		if p.reg == nil {
+			return fmt.Errorf("masking: topic %q is avro but no schema registry is configured", topic)
 		}
-		return nil
-	}
-	if p.reg == nil {
-		return fmt.Errorf("masking: topic %q is avro but no schema registry is configured", topic)
-	}
-	check := func(subject string, rules []*rule) error {
 		ss, err := p.reg.Latest(ctx, subject)
 		if err != nil {
 			return fmt.Errorf("masking: topic %q: %w", topic, err)
@@ -360,19 +355,18 @@ func (p *Planner) ValidateObligations(ctx context.Context, topic string, o *filt
 		_, err = compileSchema(ss.Schema, rules)
 		return err
 	}
-	if len(rs.value) > 0 || rs.rowR != nil {
-		rules := rs.value
-		if rs.rowR != nil {
-			if err := check(schema.ValueSubject(topic), []*rule{rs.rowR}); err != nil {
-				return err
-			}
+	if rs.rowR != nil && tc.Format != FormatJSON {
+		if err := check(tc.Format, schema.ValueSubject(topic), []*rule{rs.rowR}, false); err != nil {
+			return err
 		}
-		if err := check(schema.ValueSubject(topic), rules); err != nil {
+	}
+	if len(rs.value) > 0 {
+		if err := check(tc.Format, schema.ValueSubject(topic), rs.value, false); err != nil {
 			return err
 		}
 	}
 	if len(rs.key) > 0 {
-		if err := check(schema.KeySubject(topic), rs.key); err != nil {
+		if err := check(tc.KeyFormat, schema.KeySubject(topic), rs.key, true); err != nil {
 			return err
 		}
 	}
