@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 )
 
@@ -93,10 +96,53 @@ func (d Driver) Run(ctx context.Context, timeout time.Duration, args ...string) 
 	return Run(ctx, timeout, d.cmd[0], append(append([]string(nil), d.cmd[1:]...), args...)...)
 }
 
-// Available reports why the driver cannot run here, or nil.
+// Require skips the test when the driver cannot run here, or fails it
+// under CI=true, where test/install-deps.sh must have installed it.
+func (d Driver) Require(t testing.TB) {
+	t.Helper()
+	if err := d.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s cannot run: %v (test/install-deps.sh should have installed it)", d.Name, err)
+		}
+		t.Skipf("%s cannot run: %v (run test/install-deps.sh)", d.Name, err)
+	}
+}
+
+var availability sync.Map // driver name -> error (nil stored as errOK)
+
+var errOK = errors.New("ok")
+
+// Available reports why the driver cannot run here, or nil: the interpreter
+// is missing, or its Kafka library is not installed. The answer is cached.
 func (d Driver) Available() error {
+	if v, ok := availability.Load(d.Name); ok {
+		if v.(error) == errOK {
+			return nil
+		}
+		return v.(error)
+	}
+	err := d.probe()
+	if err == nil {
+		availability.Store(d.Name, errOK)
+	} else {
+		availability.Store(d.Name, err)
+	}
+	return err
+}
+
+func (d Driver) probe() error {
 	if _, err := exec.LookPath(d.cmd[0]); err != nil {
 		return err
+	}
+	if d.cmd[0] == "node" {
+		if _, err := os.Stat(filepath.Join(ClientsDir(), "node_modules", "kafkajs")); err != nil {
+			return fmt.Errorf("kafkajs not installed in test/clients/node_modules: %v", err)
+		}
+	}
+	if d.cmd[0] == Python {
+		if out, err := exec.Command(Python, "-c", "import confluent_kafka").CombinedOutput(); err != nil {
+			return fmt.Errorf("%s cannot import confluent_kafka: %v: %s", Python, err, out)
+		}
 	}
 	return nil
 }

@@ -20,9 +20,7 @@ func TestDriversDirect(t *testing.T) {
 	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
 		t.Run(d.Name, func(t *testing.T) {
 			t.Parallel()
-			if err := d.Available(); err != nil {
-				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
-			}
+			d.Require(t)
 			topic := "direct-" + strings.ReplaceAll(d.Name, "-", "")
 			c := StartCluster(t, 3, kfake.SeedTopics(3, topic))
 			boot := strings.Join(c.Addrs(), ",")
@@ -124,9 +122,7 @@ func TestDriversTLS(t *testing.T) {
 	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
 		t.Run(d.Name, func(t *testing.T) {
 			t.Parallel()
-			if err := d.Available(); err != nil {
-				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
-			}
+			d.Require(t)
 			topic := "tls-" + strings.ReplaceAll(d.Name, "-", "")
 			ca := NewTestCA(t)
 			c := StartClusterWith(t, ClusterConfig{Brokers: 3, TLS: ca.ServerConfig(t), Opts: []kfake.Opt{kfake.SeedTopics(3, topic)}})
@@ -163,9 +159,7 @@ func TestDriversReportDenials(t *testing.T) {
 	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
 		t.Run(d.Name, func(t *testing.T) {
 			t.Parallel()
-			if err := d.Available(); err != nil {
-				t.Skipf("%s not installed: %v (run test/install-deps.sh)", d.Name, err)
-			}
+			d.Require(t)
 			base := strings.ReplaceAll(d.Name, "-", "")
 			writeDenied, readDenied := "wdeny-"+base, "rdeny-"+base
 			c := StartCluster(t, 3, kfake.SeedTopics(3, writeDenied, readDenied))
