@@ -124,6 +124,9 @@ func TestFolding(t *testing.T) {
 	if d := byKey["deny/orders/alice"]; d == nil || d.Count != 1 {
 		t.Errorf("deny event %+v", d)
 	}
+	if got := metricValue(env.a.m.decisions); got != 15 {
+		t.Errorf("decisions metric %v, want 15", got)
+	}
 	if got := metricValue(env.a.m.folded); got != 9 {
 		t.Errorf("folded metric %v, want 9", got)
 	}

@@ -24,6 +24,7 @@
 //
 // Metrics (registered on the Registerer passed to New):
 //
+//	sluice_audit_decisions_total         decisions received (sum of count over decision events)
 //	sluice_audit_events_written_total    written to the topic directly
 //	sluice_audit_events_folded_total     allow decisions folded into an earlier event
 //	sluice_audit_events_spooled_total    written to the spool

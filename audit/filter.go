@@ -98,6 +98,7 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 		}
 		f.a.enqueue(ctx, it)
 	}
+	f.a.m.decisions.Add(float64(len(x.Decisions)))
 	return nil
 }
 

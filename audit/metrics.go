@@ -3,6 +3,7 @@ package audit
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
+	decisions    prometheus.Counter
 	written      prometheus.Counter
 	folded       prometheus.Counter
 	spooled      prometheus.Counter
@@ -19,6 +20,7 @@ func newMetrics(reg prometheus.Registerer, a *Auditor) *metrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sluice", Subsystem: "audit", Name: name, Help: help})
 	}
 	m := &metrics{
+		decisions:   c("decisions_total", "Decisions handed to audit by the filter (before folding); equals the sum of count over decision events."),
 		written:     c("events_written_total", "Audit events written to the audit topic directly (replays are counted in events_replayed_total)."),
 		folded:      c("events_folded_total", "Allow decisions folded into an earlier event of the same window."),
 		spooled:     c("events_spooled_total", "Audit events written to the local spool because the topic could not be written."),
@@ -35,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, a *Auditor) *metrics {
 	spool := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sluice", Subsystem: "audit", Name: "spool_bytes",
 		Help: "Bytes in the local spool not yet replayed to the topic."}, func() float64 { return float64(a.spoolBytes.Load()) })
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.written, m.folded, m.spooled, m.replayed, m.dropped, m.produceErrs, m.deniedReqs, m.heads, m.failingClose, queue, spool} {
+		for _, col := range []prometheus.Collector{m.decisions, m.written, m.folded, m.spooled, m.replayed, m.dropped, m.produceErrs, m.deniedReqs, m.heads, m.failingClose, queue, spool} {
 			reg.MustRegister(col)
 		}
 	}
