@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,6 +41,8 @@ type Filter struct {
 	planner *Planner
 	src     SchemaSource
 	log     *zap.Logger
+
+	lastWarn atomic.Int64 // unix nanos of the last failure log line
 
 	records    *prometheus.CounterVec
 	rewritten  prometheus.Counter
@@ -175,11 +179,13 @@ func (f *Filter) maskFetchPartition(ctx context.Context, topic string, obl *filt
 	out, st, err := RewriteBatches(make([]byte, 0, len(p.RecordBatches)+len(p.RecordBatches)/8), p.RecordBatches, m)
 	f.account(m, st)
 	if err != nil {
-		f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
+		if f.warnAllowed() {
+			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
+		}
 		f.failFetch(p, kerr.UnknownServerError.Code)
 		return
 	}
-	if m.failures > 0 {
+	if m.failures > 0 && f.warnAllowed() {
 		f.log.Warn("records delivered with a masking error marker", zap.String("topic", topic),
 			zap.Int32("partition", p.Partition), zap.Int("records", m.failures), zap.Error(m.lastErr))
 	}
@@ -376,4 +382,13 @@ func resolveTopic(x *filter.Exchange, id [16]byte) (string, bool) {
 		return "", false
 	}
 	return x.Topics.TopicName(id)
+}
+
+// warnAllowed rate-limits failure log lines to one per second: a consumer
+// polling a partition that keeps failing would otherwise log on every fetch.
+// The metrics count every failure.
+func (f *Filter) warnAllowed() bool {
+	now := time.Now().UnixNano()
+	last := f.lastWarn.Load()
+	return now-last >= int64(time.Second) && f.lastWarn.CompareAndSwap(last, now)
 }
