@@ -643,3 +643,49 @@ func TestDocsListEveryRule(t *testing.T) {
 		}
 	}
 }
+
+// A policy change on disk reaches a connected consumer's next fetch, even
+// one in an incremental session that no longer lists the partition.
+func TestRevocationReachesSessionFetch(t *testing.T) {
+	open := `package sluice.authz
+default decision := {"allow": false, "reason": "closed"}
+decision := {"allow": true, "reason": "open"} if input.resource.name == "orders.eu"
+`
+	e, dir, err := tempEngine(t, open, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFilter(e, nil, nil)
+	fetch := func(listed bool) *kmsg.FetchResponse {
+		var req *kmsg.FetchRequest
+		if listed {
+			req = fetchReqFor(12, false, "orders.eu")
+		} else {
+			req = fetchReqFor(12, false)
+		}
+		req.SessionID, req.SessionEpoch = 5, 2
+		x := exchange(acme, req)
+		if err := f.OnRequest(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		if x.Local != nil {
+			return x.Local.(*kmsg.FetchResponse)
+		}
+		resp := kmsg.NewPtrFetchResponse()
+		resp.Version, resp.SessionID = 12, 5
+		resp.Topics = append(resp.Topics, fetchRespTopic("orders.eu", [16]byte{}))
+		x.Response = resp
+		if err := f.OnResponse(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if p := fetch(true).Topics[0].Partitions[0]; p.ErrorCode != 0 || len(p.RecordBatches) == 0 {
+		t.Fatalf("before revocation: %+v", p)
+	}
+	writePolicy(t, dir, "p.rego", "package sluice.authz\ndefault decision := {\"allow\": false, \"reason\": \"revoked\"}\n")
+	e.poll(context.Background())
+	if p := fetch(false).Topics[0].Partitions[0]; p.ErrorCode != kerr.TopicAuthorizationFailed.Code || len(p.RecordBatches) != 0 {
+		t.Fatalf("after revocation: %+v", p)
+	}
+}
