@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,13 +125,17 @@ func (r *Report) WriteText(w io.Writer) error {
 // Verify reads the whole audit topic and verifies every chain in it,
 // writing the report as text to w (if not nil). The error is for failing
 // to read the topic; a verification failure is !Report.OK().
-// A nil pubKey skips signature checks (reported).
+// A nil pubKey skips signature checks (reported). Memory is about 150
+// bytes per event: record values are checked as they arrive and not kept.
 func Verify(ctx context.Context, opts []kgo.Opt, topic string, pubKey ed25519.PublicKey, w io.Writer) (Report, error) {
-	recs, err := ReadTopic(ctx, opts, topic)
+	v := newCollector(pubKey)
+	err := consume(ctx, opts, topic, kgo.NewOffset().AtStart(), true, func(r *kgo.Record) {
+		v.add(r.Partition, r.Offset, r.Value)
+	})
 	if err != nil {
 		return Report{Topic: topic}, err
 	}
-	rep := VerifyRecords(recs, pubKey)
+	rep := v.report()
 	rep.Topic = topic
 	if w != nil {
 		if err := rep.WriteText(w); err != nil {
@@ -154,87 +160,139 @@ func VerifyReader(r io.Reader, pubKey ed25519.PublicKey, w io.Writer) (Report, e
 	return rep, nil
 }
 
-type ventry struct {
-	rec  *Record
-	env  *Envelope
-	seq  uint64
-	hash string
-	dup  bool
+// VerifyRecords verifies records (any order; topic order is taken from
+// their partitions and offsets).
+func VerifyRecords(recs []Record, pubKey ed25519.PublicKey) Report {
+	v := newCollector(pubKey)
+	for i := range recs {
+		v.add(recs[i].Partition, recs[i].Offset, recs[i].Value)
+	}
+	return v.report()
 }
 
-// VerifyRecords verifies records in topic order (partition, then offset).
-func VerifyRecords(recs []Record, pubKey ed25519.PublicKey) Report {
-	rep := Report{Records: len(recs), SignaturesChecked: pubKey != nil}
-	chains := map[string][]*ventry{}
-	var order []string
-	for i := range recs {
-		r := &recs[i]
-		env, seq, err := ParseEvent(r.Value)
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Kind: ProblemMalformed, Partition: r.Partition, Offset: r.Offset,
-				Detail: err.Error()})
-			continue
-		}
-		if _, ok := chains[env.ChainID]; !ok {
-			order = append(order, env.ChainID)
-		}
-		chains[env.ChainID] = append(chains[env.ChainID], &ventry{rec: r, env: env, seq: seq, hash: HashRecord(r.Value)})
+// ventry is what verification keeps of one event.
+type ventry struct {
+	part      int32
+	off       int64
+	seq       uint64
+	hash      [32]byte
+	prev      [32]byte
+	badSource string // non-empty: instance/source inconsistent
+	head      bool
+	final     bool
+	headErr   error // chain head check result (nil: verified or not checked)
+	dup       bool
+}
+
+type collector struct {
+	pub       ed25519.PublicKey
+	records   int
+	problems  []Problem
+	chains    map[string][]*ventry
+	instances map[string]string // chain id -> instance
+}
+
+func newCollector(pub ed25519.PublicKey) *collector {
+	return &collector{pub: pub, chains: map[string][]*ventry{}, instances: map[string]string{}}
+}
+
+func (v *collector) add(part int32, off int64, value []byte) {
+	v.records++
+	env, seq, err := ParseEvent(value)
+	if err != nil {
+		v.problems = append(v.problems, Problem{Kind: ProblemMalformed, Partition: part, Offset: off, Detail: err.Error()})
+		return
 	}
-	for _, id := range order {
-		cr, probs := verifyChain(chains[id], pubKey)
+	e := &ventry{part: part, off: off, seq: seq, hash: sha256.Sum256(value)}
+	if b, err := hex.DecodeString(env.PrevHash); err == nil && len(b) == 32 {
+		copy(e.prev[:], b)
+	} else {
+		e.badSource = "prevhash is not 64 hex digits"
+	}
+	inst, ok := v.instances[env.ChainID]
+	if !ok {
+		inst = env.Data.Instance
+		v.instances[env.ChainID] = inst
+	}
+	if env.Data.Instance != inst || env.Source != "sluice/"+inst {
+		e.badSource = fmt.Sprintf("instance %q / source %q differ from the chain's instance", env.Data.Instance, env.Source)
+	}
+	if env.Data.Kind == KindChainHead {
+		e.head = true
+		e.final = env.Data.Head != nil && env.Data.Head.Final
+		if v.pub != nil {
+			e.headErr = checkHead(env, seq, value, v.pub)
+		}
+	}
+	v.chains[env.ChainID] = append(v.chains[env.ChainID], e)
+}
+
+func (v *collector) report() Report {
+	rep := Report{Records: v.records, SignaturesChecked: v.pub != nil, Problems: v.problems}
+	ids := make([]string, 0, len(v.chains))
+	for id := range v.chains {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		a, b := v.instances[ids[i]], v.instances[ids[j]]
+		if a != b {
+			return a < b
+		}
+		ea, eb := v.chains[ids[i]][0], v.chains[ids[j]][0]
+		if ea.part != eb.part {
+			return ea.part < eb.part
+		}
+		return ea.off < eb.off
+	})
+	for _, id := range ids {
+		cr, probs := verifyChain(v.instances[id], id, v.chains[id], v.pub != nil)
 		rep.Chains = append(rep.Chains, cr)
 		rep.Problems = append(rep.Problems, probs...)
 	}
-	sort.SliceStable(rep.Chains, func(i, j int) bool {
-		if rep.Chains[i].Instance != rep.Chains[j].Instance {
-			return rep.Chains[i].Instance < rep.Chains[j].Instance
-		}
-		return false
-	})
 	return rep
 }
 
-func verifyChain(es []*ventry, pub ed25519.PublicKey) (ChainReport, []Problem) {
-	first := es[0]
-	cr := ChainReport{Instance: first.env.Data.Instance, Chain: first.env.ChainID, SignedThrough: -1}
+func verifyChain(instance, id string, es []*ventry, checkSigs bool) (ChainReport, []Problem) {
+	cr := ChainReport{Instance: instance, Chain: id, SignedThrough: -1}
 	var probs []Problem
 	add := func(kind string, e *ventry, format string, args ...any) {
-		probs = append(probs, Problem{Kind: kind, Instance: cr.Instance, Chain: cr.Chain, Partition: e.rec.Partition,
-			Offset: e.rec.Offset, Sequence: e.seq, Detail: fmt.Sprintf(format, args...)})
+		probs = append(probs, Problem{Kind: kind, Instance: cr.Instance, Chain: cr.Chain, Partition: e.part,
+			Offset: e.off, Sequence: e.seq, Detail: fmt.Sprintf(format, args...)})
 	}
-	for _, e := range es {
-		if e.env.Data.Instance != cr.Instance || e.env.Source != "sluice/"+cr.Instance {
-			add(ProblemChanged, e, "instance %q / source %q differ from the chain's instance", e.env.Data.Instance, e.env.Source)
-		}
-	}
-
 	// Topic order: within a partition, sequences must increase with offsets.
-	byPart := map[int32][]*ventry{}
+	sort.SliceStable(es, func(i, j int) bool {
+		if es[i].part != es[j].part {
+			return es[i].part < es[j].part
+		}
+		return es[i].off < es[j].off
+	})
 	for _, e := range es {
-		byPart[e.rec.Partition] = append(byPart[e.rec.Partition], e)
-	}
-	for p, pes := range byPart {
-		cr.Partitions = append(cr.Partitions, p)
-		sort.SliceStable(pes, func(i, j int) bool { return pes[i].rec.Offset < pes[j].rec.Offset })
-		seen := map[uint64]string{}
-		var prevE *ventry
-		for _, e := range pes {
-			if h, ok := seen[e.seq]; ok && h == e.hash {
-				e.dup = true
-				continue
-			}
-			seen[e.seq] = e.hash
-			if prevE != nil && e.seq < prevE.seq {
-				add(ProblemReordered, e, "sequence %d comes after sequence %d (offset %d)", e.seq, prevE.seq, prevE.rec.Offset)
-			}
-			prevE = e
+		if e.badSource != "" {
+			add(ProblemChanged, e, "%s", e.badSource)
 		}
 	}
-	sort.Slice(cr.Partitions, func(i, j int) bool { return cr.Partitions[i] < cr.Partitions[j] })
+	seen := map[uint64][32]byte{}
+	var prevE *ventry
+	for _, e := range es {
+		if n := len(cr.Partitions); n == 0 || cr.Partitions[n-1] != e.part {
+			cr.Partitions = append(cr.Partitions, e.part)
+			prevE = nil
+			clear(seen)
+		}
+		if h, ok := seen[e.seq]; ok && h == e.hash {
+			e.dup = true
+			continue
+		}
+		seen[e.seq] = e.hash
+		if prevE != nil && e.seq < prevE.seq {
+			add(ProblemReordered, e, "sequence %d comes after sequence %d (offset %d)", e.seq, prevE.seq, prevE.off)
+		}
+		prevE = e
+	}
 
 	// Chain order.
 	sort.SliceStable(es, func(i, j int) bool { return es[i].seq < es[j].seq })
-	var chain []*ventry
+	chain := make([]*ventry, 0, len(es))
 	for _, e := range es {
 		if e.dup {
 			cr.Duplicates++
@@ -245,7 +303,7 @@ func verifyChain(es []*ventry, pub ed25519.PublicKey) (ChainReport, []Problem) {
 				cr.Duplicates++
 				continue
 			}
-			add(ProblemChanged, e, "two different events with sequence %d (other at partition %d offset %d)", e.seq, chain[n-1].rec.Partition, chain[n-1].rec.Offset)
+			add(ProblemChanged, e, "two different events with sequence %d (other at partition %d offset %d)", e.seq, chain[n-1].part, chain[n-1].off)
 			continue
 		}
 		chain = append(chain, e)
@@ -254,7 +312,7 @@ func verifyChain(es []*ventry, pub ed25519.PublicKey) (ChainReport, []Problem) {
 	cr.FirstSeq, cr.LastSeq = chain[0].seq, chain[len(chain)-1].seq
 	if chain[0].seq != 0 {
 		add(ProblemTruncatedStart, chain[0], "chain starts at sequence %d; events 0..%d are missing", chain[0].seq, chain[0].seq-1)
-	} else if chain[0].env.PrevHash != zeroHash {
+	} else if chain[0].prev != [32]byte{} {
 		add(ProblemChanged, chain[0], "first event's prevhash is not the zero hash")
 	}
 	lastSigned := -1
@@ -263,20 +321,17 @@ func verifyChain(es []*ventry, pub ed25519.PublicKey) (ChainReport, []Problem) {
 			prev := chain[i-1]
 			switch {
 			case e.seq != prev.seq+1:
-				add(ProblemGap, e, "sequences %d..%d missing between offset %d and offset %d", prev.seq+1, e.seq-1, prev.rec.Offset, e.rec.Offset)
-			case e.env.PrevHash != prev.hash:
+				add(ProblemGap, e, "sequences %d..%d missing between offset %d and offset %d", prev.seq+1, e.seq-1, prev.off, e.off)
+			case e.prev != prev.hash:
 				add(ProblemChanged, prev, "event does not match the prevhash recorded by sequence %d (partition %d offset %d): it or that link was altered",
-					e.seq, e.rec.Partition, e.rec.Offset)
+					e.seq, e.part, e.off)
 			}
 		}
-		if e.env.Data.Kind != KindChainHead {
+		if !e.head || !checkSigs {
 			continue
 		}
-		if pub == nil {
-			continue
-		}
-		if err := checkHead(e, pub); err != nil {
-			add(ProblemBadSignature, e, "chain head: %v", err)
+		if e.headErr != nil {
+			add(ProblemBadSignature, e, "chain head: %v", e.headErr)
 			continue
 		}
 		cr.SignedHeads++
@@ -285,24 +340,24 @@ func verifyChain(es []*ventry, pub ed25519.PublicKey) (ChainReport, []Problem) {
 	}
 	cr.UnsignedTail = len(chain) - 1 - lastSigned
 	last := chain[len(chain)-1]
-	cr.Final = last.env.Data.Kind == KindChainHead && last.env.Data.Head != nil && last.env.Data.Head.Final
+	cr.Final = last.head && last.final
 	cr.OK = len(probs) == 0
 	return cr, probs
 }
 
-func checkHead(e *ventry, pub ed25519.PublicKey) error {
-	h := e.env.Data.Head
+func checkHead(env *Envelope, seq uint64, value []byte, pub ed25519.PublicKey) error {
+	h := env.Data.Head
 	if h == nil {
 		return errors.New("no chain_head data")
 	}
-	if e.seq == 0 || h.SignedSequence != e.seq-1 || h.SignedHash != e.env.PrevHash || h.Events != e.seq {
+	if seq == 0 || h.SignedSequence != seq-1 || h.SignedHash != env.PrevHash || h.Events != seq {
 		return errors.New("signed link does not match the head's sequence and prevhash")
 	}
 	// The signature covers the re-encoding; require the stored bytes to
 	// be exactly that encoding so nothing outside it can be changed.
-	canon, err := json.Marshal(e.env)
-	if err != nil || !bytes.Equal(canon, e.rec.Value) {
+	canon, err := json.Marshal(env)
+	if err != nil || !bytes.Equal(canon, value) {
 		return errors.New("record bytes are not the canonical encoding of the signed event")
 	}
-	return verifyEvent(e.env, pub)
+	return verifyEvent(env, pub)
 }
