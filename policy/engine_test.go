@@ -29,6 +29,9 @@ func exampleConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Dir = "../configs/policies"
 	cfg.DataDir = "../configs/data"
+	// Generous: tests run under -race on shared machines; the timeout
+	// path has its own test.
+	cfg.EvalTimeout = 10 * time.Second
 	return cfg
 }
 
@@ -191,6 +194,7 @@ func tempEngine(t *testing.T, policy string, mut func(*Config), opts Options) (*
 	writePolicy(t, dir, "p.rego", policy)
 	cfg := DefaultConfig()
 	cfg.Dir = dir
+	cfg.EvalTimeout = 10 * time.Second
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -227,7 +231,11 @@ decision := {"allow": true} if { input.action == "write"; count([x | some x in n
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			e, _, err := tempEngine(t, tt.policy, func(c *Config) { c.EvalTimeout = 20 * time.Millisecond }, Options{Registerer: reg})
+			e, _, err := tempEngine(t, tt.policy, func(c *Config) {
+				if tt.reason == "timeout" {
+					c.EvalTimeout = 20 * time.Millisecond
+				}
+			}, Options{Registerer: reg})
 			if err != nil {
 				t.Fatal(err)
 			}
