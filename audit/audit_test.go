@@ -157,3 +157,21 @@ func TestFoldWindowCloses(t *testing.T) {
 		t.Fatalf("counts %v, want [2 1]", counts)
 	}
 }
+
+func TestCreatesMissingTopic(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.Topic = "audit-created"
+	env := start(t, cl, cfg)
+	env.a.PolicyReload("rev9", nil)
+	env.close(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := ReadTopic(ctx, cl.opts, cfg.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := VerifyRecords(recs, env.pub); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("%+v", rep)
+	}
+}

@@ -346,8 +346,10 @@ func (a *Auditor) finalSpool(rest [][]byte) {
 	a.spoolBytes.Store(a.spool.pending())
 }
 
-// ensureTopic creates the audit topic with one partition if it does not
-// exist (best effort: the upstream principal may lack the right).
+// ensureTopic creates the audit topic if it does not exist (best effort:
+// the upstream principal may lack the right): one partition, the
+// cluster's default replication, unlimited retention (a chain whose start
+// was deleted no longer verifies from sequence 0).
 func (a *Auditor) ensureTopic() {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ProduceTimeout)
 	defer cancel()
@@ -356,6 +358,11 @@ func (a *Auditor) ensureTopic() {
 	t.Topic = a.cfg.Topic
 	t.NumPartitions = 1
 	t.ReplicationFactor = -1
+	for k, v := range map[string]string{"retention.ms": "-1", "cleanup.policy": "delete"} {
+		c := kmsg.NewCreateTopicsRequestTopicConfig()
+		c.Name, c.Value = k, kmsg.StringPtr(v)
+		t.Configs = append(t.Configs, c)
+	}
 	req.Topics = append(req.Topics, t)
 	req.TimeoutMillis = int32(a.cfg.ProduceTimeout.Milliseconds())
 	resp, err := req.RequestWith(ctx, a.client)
