@@ -122,19 +122,35 @@ func init() {
 //
 // An error (a corrupt batch, or t's error) returns dst unchanged.
 func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error) {
+	return rewrite(dst, src, t, true)
+}
+
+// VisitRecords passes every record of every magic-2 data batch of src to t
+// without producing output; t's edits are ignored. It validates batches as
+// RewriteBatches does.
+func VisitRecords(src []byte, t Transformer) (RewriteStats, error) {
+	_, st, err := rewrite(nil, src, t, false)
+	return st, err
+}
+
+func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, error) {
 	var st RewriteStats
 	orig := len(dst)
 	rw := rewriters.Get().(*rewriter)
 	defer rewriters.Put(rw)
 	for len(src) > 0 {
 		if len(src) < offMagic+1 {
-			dst = append(dst, src...)
+			if emit {
+				dst = append(dst, src...)
+			}
 			break
 		}
 		length := int64(int32(binary.BigEndian.Uint32(src[offLength:])))
 		total := 12 + length
 		if length < 0 || total > int64(len(src)) {
-			dst = append(dst, src...) // trailing partial batch
+			if emit {
+				dst = append(dst, src...) // trailing partial batch
+			}
 			break
 		}
 		b := src[:total]
@@ -143,12 +159,14 @@ func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error
 			return dst[:orig], st, fmt.Errorf("%w: %d-byte batch", ErrCorruptBatch, len(b))
 		}
 		if b[offMagic] != 2 || binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
-			dst = append(dst, b...)
+			if emit {
+				dst = append(dst, b...)
+			}
 			continue
 		}
 		st.Batches++
 		var err error
-		dst, err = rw.batch(dst, b, t, &st)
+		dst, err = rw.batch(dst, b, t, &st, emit)
 		if err != nil {
 			return dst[:orig], st, err
 		}
@@ -156,7 +174,7 @@ func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error
 	return dst, st, nil
 }
 
-func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byte, error) {
+func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit bool) ([]byte, error) {
 	if len(b) < batchHeaderLen {
 		return dst, fmt.Errorf("%w: %d bytes", ErrCorruptBatch, len(b))
 	}
@@ -205,6 +223,9 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byt
 		if e.Error != "" {
 			st.Errors++
 		}
+		if !emit {
+			continue
+		}
 		if !e.SetKey && !e.SetValue && e.Error == "" {
 			rw.recs = append(rw.recs, raw[r.start:r.end]...)
 			continue
@@ -214,6 +235,9 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats) ([]byt
 	}
 	if pos != len(raw) {
 		return dst, fmt.Errorf("%w: %d bytes after the last record", ErrCorruptBatch, len(raw)-pos)
+	}
+	if !emit {
+		return dst, nil
 	}
 	if !changed {
 		return append(dst, b...), nil
