@@ -188,6 +188,14 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 	}
 	n := int32(binary.BigEndian.Uint32(b[offNumRecords:]))
 	raw := b[batchHeaderLen:]
+	if n == 0 {
+		// An empty batch (compaction, or all records filtered): nothing
+		// to mask, and its payload may be empty even with a codec set.
+		if emit {
+			dst = append(dst, b...)
+		}
+		return dst, nil
+	}
 	if codec != 0 {
 		var err error
 		if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {

@@ -400,3 +400,21 @@ func TestKeyMasking(t *testing.T) {
 		t.Fatalf("json key %s", fp.Records[0].Key)
 	}
 }
+
+func TestEmptyBatchPassesThrough(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	// An empty batch as compaction leaves it: no records, no payload, even
+	// though the codec bits say lz4.
+	b := kmsg.RecordBatch{FirstOffset: 50, Magic: 2, Attributes: 3, LastOffsetDelta: 9, NumRecords: 0}
+	b.Length = 49
+	in := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(in[offCRC:], crc32.Checksum(in[offAttributes:], crc32c))
+	m := newMasker(t, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: demoRules})
+	out, _, err := RewriteBatches(nil, in, m)
+	if err != nil || !bytes.Equal(out, in) {
+		t.Fatalf("empty batch: %v", err)
+	}
+	if _, next := consume(t, out, 50); next != 60 {
+		t.Fatalf("next offset %d", next)
+	}
+}
