@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,4 +193,72 @@ func TestHungClusterSpools(t *testing.T) {
 	waitFor(t, "replayed", func() bool { return env.a.spoolBytes.Load() == 0 })
 	env.close(t)
 	checkAll(t, env, 20)
+}
+
+func TestConcurrentTrafficWithFlappingTopic(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.QueueSize = 256
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	const workers, each = 8, 200
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := testConn(uint64(w), alice)
+			for n := range each {
+				f.OnResponse(context.Background(), exchange(c, 0, denyTopic(fmt.Sprintf("w%d-%d", w, n))))
+				if n%5 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	flapped := make(chan struct{})
+	go func() {
+		defer close(flapped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				cl.failing.Store(false)
+				return
+			case <-time.After(15 * time.Millisecond):
+				cl.failing.Store(i%2 == 0)
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-flapped
+	env.close(t)
+
+	recs, evs := events(t, cl)
+	seen := map[string]bool{}
+	unique := map[string]bool{}
+	for i, e := range evs {
+		if seen[string(recs[i].Value)] {
+			continue
+		}
+		seen[string(recs[i].Value)] = true
+		if e.Data.Kind == KindDecision {
+			if unique[e.Data.Resource] {
+				t.Fatalf("decision for %s recorded twice as different events", e.Data.Resource)
+			}
+			unique[e.Data.Resource] = true
+		}
+	}
+	if len(unique) != workers*each {
+		t.Fatalf("%d decisions in the topic, want %d", len(unique), workers*each)
+	}
+	rep := VerifyRecords(recs, env.pub)
+	if !rep.OK() {
+		var b bytes.Buffer
+		rep.WriteText(&b)
+		t.Fatalf("verify:\n%s", b.String())
+	}
+	t.Logf("written %v spooled %v replayed %v produce errors %v", metricValue(env.a.m.written), metricValue(env.a.m.spooled),
+		metricValue(env.a.m.replayed), metricValue(env.a.m.produceErrs))
 }
