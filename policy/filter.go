@@ -43,6 +43,8 @@ type Filter struct {
 	log     *zap.Logger
 	refused *prometheus.CounterVec
 	denied  *prometheus.CounterVec
+
+	sessions fetchSessions
 }
 
 // decider is what the filter needs of the engine.

@@ -689,3 +689,49 @@ decision := {"allow": true, "reason": "open"} if input.resource.name == "orders.
 		t.Fatalf("after revocation: %+v", p)
 	}
 }
+
+// The masking filter may answer before this filter's response step: the
+// obligations of topics in an incremental fetch session must be attached
+// on the request, though the request does not list them.
+func TestIncrementalSessionObligationsOnRequest(t *testing.T) {
+	f := newExampleFilter(t)
+	c := &filter.Conn{ID: 42}
+	c.SetPrincipal(acme)
+	do := func(req *kmsg.FetchRequest) *filter.Exchange {
+		x := exchange(acme, req)
+		x.Conn = c
+		if err := f.OnRequest(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	full := fetchReqFor(12, false, "orders.eu", "shipments")
+	full.SessionID, full.SessionEpoch = 0, 0
+	if x := do(full); x.Obligations["orders.eu"] == nil || x.Obligations["shipments"] == nil {
+		t.Fatalf("full fetch obligations %v", x.Obligations)
+	}
+	inc := fetchReqFor(12, false)
+	inc.SessionID, inc.SessionEpoch = 9, 1
+	x := do(inc)
+	if x.Obligations["orders.eu"] == nil || x.Obligations["shipments"] == nil {
+		t.Fatalf("incremental fetch obligations %v", x.Obligations)
+	}
+	// A forgotten topic no longer gets them; a new full fetch resets.
+	inc2 := fetchReqFor(12, false)
+	inc2.SessionID, inc2.SessionEpoch = 9, 2
+	ft := kmsg.NewFetchRequestForgottenTopic()
+	ft.Topic = "shipments"
+	inc2.ForgottenTopics = append(inc2.ForgottenTopics, ft)
+	if x := do(inc2); x.Obligations["orders.eu"] == nil || x.Obligations["shipments"] != nil {
+		t.Fatalf("after forgetting %v", x.Obligations)
+	}
+	full2 := fetchReqFor(12, false, "shipments")
+	if x := do(full2); x.Obligations["orders.eu"] != nil || x.Obligations["shipments"] == nil {
+		t.Fatalf("after reset %v", x.Obligations)
+	}
+	// Another connection has its own session.
+	other := exchange(acme, func() *kmsg.FetchRequest { r := fetchReqFor(12, false); r.SessionID, r.SessionEpoch = 9, 3; return r }())
+	if err := f.OnRequest(context.Background(), other); err != nil || len(other.Obligations) != 0 {
+		t.Fatalf("other connection %v %v", err, other.Obligations)
+	}
+}

@@ -57,7 +57,11 @@ func fetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	if err := f.strip(x, "Topics", "Topics", codes); err != nil {
 		return err
 	}
+	if x.Local == nil {
+		f.track(ctx, x, req)
+	}
 	if x.Local != nil {
+		f.sessions.reset(x.Conn)
 		// Nothing left to fetch: the local answer must not pretend a
 		// fetch session exists, so the client starts a new one.
 		x.Local.(*kmsg.FetchResponse).SessionID = 0
