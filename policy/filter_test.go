@@ -735,3 +735,46 @@ func TestIncrementalSessionObligationsOnRequest(t *testing.T) {
 		t.Fatalf("other connection %v %v", err, other.Obligations)
 	}
 }
+
+// Nothing masks share-fetched records, so a read that carries obligations
+// is refused on ShareFetch, on the request and on the response.
+func TestShareFetchWithObligationsRefused(t *testing.T) {
+	f := newExampleFilter(t)
+	group := "acme.share"
+	req := kmsg.NewPtrShareFetchRequest()
+	req.Version, req.GroupID = 1, &group
+	st := kmsg.NewShareFetchRequestTopic()
+	st.TopicID = idOrders // orders.eu: allowed with masks
+	st.Partitions = append(st.Partitions, kmsg.NewShareFetchRequestTopicPartition())
+	req.Topics = append(req.Topics, st)
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	resp, ok := x.Local.(*kmsg.ShareFetchResponse)
+	if !ok || resp.Topics[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("local %+v", x.Local)
+	}
+	// In a share session the topic can come back unlisted.
+	req2 := kmsg.NewPtrShareFetchRequest()
+	req2.Version, req2.GroupID = 1, &group
+	x = exchange(acme, req2)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatal(err)
+	}
+	r2 := kmsg.NewPtrShareFetchResponse()
+	r2.Version = 1
+	rt := kmsg.NewShareFetchResponseTopic()
+	rt.TopicID = idOrders
+	rp := kmsg.NewShareFetchResponseTopicPartition()
+	rp.Records = []byte("records")
+	rt.Partitions = append(rt.Partitions, rp)
+	r2.Topics = append(r2.Topics, rt)
+	x.Response = r2
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if p := r2.Topics[0].Partitions[0]; p.ErrorCode != kerr.TopicAuthorizationFailed.Code || len(p.Records) != 0 {
+		t.Fatalf("share fetch delivered %+v", p)
+	}
+}

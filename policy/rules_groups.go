@@ -149,30 +149,31 @@ func shareFetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	codes := make([]int16, len(req.Topics))
 	for i, t := range req.Topics {
 		c, d := f.topicCode(ctx, x, ActionRead, "", t.TopicID, nil)
-		codes[i] = c
-		if c == 0 {
-			name, _ := topicName(x, "", t.TopicID)
-			attach(x, name, d)
+		if c == 0 && !d.Obligations.Empty() {
+			// No filter masks share-fetched records: a read that
+			// requires masking or row filtering is refused here.
+			c = codeTopic
 		}
+		codes[i] = c
 	}
 	return f.strip(x, "Topics", "Topics", codes)
 }
 
 // shareFetchResp withholds records of topics that are no longer readable
-// (share sessions, like fetch sessions, do not re-list partitions).
+// (share sessions, like fetch sessions, do not re-list partitions), or
+// readable only with obligations, which nothing applies to share fetches.
 func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	resp := x.Response.(*kmsg.ShareFetchResponse)
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
 		name, ok := topicName(x, "", t.TopicID)
 		if ok {
-			if prior, seen := requestDecision(x, name); seen && prior.Allow {
+			if prior, seen := requestDecision(x, name); seen && prior.Allow && prior.Obligations.Empty() {
 				continue
 			}
 			d := f.query(ctx, x, ActionRead, ResourceTopic, name)
 			recordDecision(f, x, ActionRead, name, d)
-			if d.Allow {
-				attach(x, name, d)
+			if d.Allow && d.Obligations.Empty() {
 				continue
 			}
 		}
@@ -192,9 +193,6 @@ func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		sub.Topics = append(sub.Topics, st)
 		if err := replaceTopic(sub, code, &resp.Topics[i]); err != nil {
 			return err
-		}
-		if x.Obligations != nil {
-			delete(x.Obligations, name)
 		}
 	}
 	return nil
