@@ -25,12 +25,18 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-gw/sluice/audit"
+	"github.com/sluice-gw/sluice/masking"
+	"github.com/sluice-gw/sluice/policy"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/authn"
+	"github.com/sluice-gw/sluice/schema"
 	"github.com/sluice-gw/sluice/test/harness"
 )
 
-// gatewayConfig mirrors cmd/sluice's Config: the proxy section inline plus
-// the admin and log keys that package main adds.
+// gatewayConfig mirrors cmd/sluice's Config: the proxy section inline, the
+// admin and log keys that package main adds, and one section per feature
+// package, each that package's own Config.
 type gatewayConfig struct {
 	proxy.Config `yaml:",inline"`
 	AdminListen  string `yaml:"admin_listen"`
@@ -38,6 +44,11 @@ type gatewayConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	Authn          *authn.Config   `yaml:"authn"`
+	Policy         *policy.Config  `yaml:"policy"`
+	Audit          *audit.Config   `yaml:"audit"`
+	Masking        *masking.Config `yaml:"masking"`
+	SchemaRegistry *schema.Config  `yaml:"schema_registry"`
 }
 
 type composeFile struct {
@@ -469,6 +480,8 @@ func keyPaths(t reflect.Type, prefix string) []string {
 			out = append(out, keyPaths(ft, p+".")...)
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 			out = append(out, keyPaths(ft.Elem(), p+"[].")...)
+		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, keyPaths(ft.Elem(), p+".*.")...)
 		}
 	}
 	return out
@@ -497,6 +510,26 @@ func nodePaths(n *yaml.Node, prefix string, out map[string]bool) {
 	}
 }
 
+// documented reports whether key path k (with "*" for a map key) is in the
+// example, or, for alternatives that cannot be set together, shown in a
+// commented-out line "#   <leaf>:".
+func documented(k string, present map[string]bool, raw string) bool {
+	if !strings.Contains(k, "*") {
+		if present[k] {
+			return true
+		}
+	} else {
+		re := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(k), `\*`, `.+`) + "$")
+		for p := range present {
+			if re.MatchString(p) {
+				return true
+			}
+		}
+	}
+	leaf := k[strings.LastIndexAny(k, ".]")+1:]
+	return regexp.MustCompile(`(?m)^\s*#\s*` + regexp.QuoteMeta(leaf) + `:`).MatchString(raw)
+}
+
 func TestExampleConfig(t *testing.T) {
 	path := filepath.Join(root(), "configs", "sluice.example.yaml")
 	raw, err := os.ReadFile(path)
@@ -517,12 +550,51 @@ func TestExampleConfig(t *testing.T) {
 	present := map[string]bool{}
 	nodePaths(&doc, "", present)
 	for _, k := range keyPaths(reflect.TypeOf(gatewayConfig{}), "") {
-		if !present[k] {
+		if !documented(k, present, string(raw)) {
 			t.Errorf("sluice.example.yaml does not document %s", k)
 		}
 	}
 
-	// It validates once its secret and files exist.
+	// Each feature section decodes strictly over its package's defaults,
+	// as cmd/sluice does, and validates.
+	t.Setenv("SLUICE_MASK_HASH_KEY", "k")
+	t.Setenv("SLUICE_REGISTRY_PASSWORD", "p")
+	t.Chdir(root()) // relative paths in the example are repository paths
+	sections := map[string]yaml.Node{}
+	if err := doc.Content[0].Decode(&sections); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		key string
+		cfg interface{ Validate() error }
+	}{
+		{"authn", ptr(authn.DefaultConfig())},
+		{"policy", ptr(policy.DefaultConfig())},
+		{"audit", ptr(audit.DefaultConfig())},
+		{"masking", ptr(masking.DefaultConfig())},
+		{"schema_registry", ptr(schema.DefaultConfig())},
+	} {
+		n, ok := sections[s.key]
+		if !ok {
+			t.Errorf("sluice.example.yaml has no %s section", s.key)
+			continue
+		}
+		b, err := yaml.Marshal(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(s.cfg); err != nil {
+			t.Errorf("%s: %v", s.key, err)
+			continue
+		}
+		if err := s.cfg.Validate(); err != nil {
+			t.Errorf("%s does not validate: %v", s.key, err)
+		}
+	}
+
+	// The proxy part validates once its secret and files exist.
 	dir := t.TempDir()
 	if cfg.Upstream.SASL.PasswordEnv != "" {
 		t.Setenv(cfg.Upstream.SASL.PasswordEnv, "from-the-environment")
@@ -534,6 +606,8 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("sluice.example.yaml does not validate: %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // writeCA writes a throwaway self-signed CA certificate and returns its path.
 func writeCA(t *testing.T, dir string) string {
