@@ -37,7 +37,7 @@ const (
 // rule's path are built per plan.
 type node struct {
 	kind     kind
-	size     int // fixed size; symbol count for enums
+	size     int // byte size of fixed, float and double; symbol count for enums
 	fields   []*node
 	elem     *node   // array items, map values
 	branches []*node // union branches
@@ -277,9 +277,9 @@ func (c *compiler) shell(s avro.Schema) (*node, error) {
 		case avro.Long:
 			n.kind = kLong
 		case avro.Float:
-			n.kind = kFloat
+			n.kind, n.size = kFloat, 4
 		case avro.Double:
-			n.kind = kDouble
+			n.kind, n.size = kDouble, 8
 		case avro.Bytes:
 			n.kind = kBytes
 		case avro.String:

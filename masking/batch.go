@@ -57,6 +57,7 @@ type Transformer interface {
 // RewriteStats counts what a rewrite delivered.
 type RewriteStats struct {
 	Batches   int // magic-2 data batches seen
+	OldMagic  int // message sets of magic 0 or 1, passed through unmasked
 	Rewritten int // batches re-encoded because a record changed
 	Records   int // records delivered
 	Dropped   int // records removed by row filters
@@ -111,8 +112,9 @@ func init() {
 // Fetch RecordBatches, or a Produce partition's Records) with every record
 // of every magic-2 data batch passed through t.
 //
-// Control batches, batches of older magic and a trailing partial batch are
-// copied byte for byte, and so is a batch in which t changed nothing. A
+// Control batches, batches of older magic (counted in OldMagic: callers that
+// must not deliver unmasked data fail on them) and a trailing partial batch
+// are copied byte for byte, and so is a batch in which t changed nothing. A
 // rewritten batch keeps its base offset, last offset delta, timestamps,
 // producer id and epoch, base sequence, partition leader epoch and
 // attributes, is recompressed with its codec and gets new lengths and a new
@@ -157,6 +159,9 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 		src = src[total:]
 		if len(b) <= offMagic || b[offMagic] == 2 && len(b) < batchHeaderLen {
 			return dst[:orig], st, fmt.Errorf("%w: %d-byte batch", ErrCorruptBatch, len(b))
+		}
+		if b[offMagic] != 2 {
+			st.OldMagic++
 		}
 		if b[offMagic] != 2 || binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
 			if emit {

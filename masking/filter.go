@@ -3,6 +3,7 @@ package masking
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -178,6 +179,10 @@ func (f *Filter) maskFetchPartition(ctx context.Context, topic string, obl *filt
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
 	out, st, err := RewriteBatches(make([]byte, 0, len(p.RecordBatches)+len(p.RecordBatches)/8), p.RecordBatches, m)
 	f.account(m, st)
+	if err == nil && st.OldMagic > 0 {
+		// Magic 0/1 message sets cannot be masked; never pass them.
+		err = errOldMagic
+	}
 	if err != nil {
 		if f.warnAllowed() {
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
@@ -220,6 +225,8 @@ func countRecords(b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+var errOldMagic = errors.New("masking: message sets of magic 0 or 1 cannot be masked or checked")
 
 // refused is a produce partition removed from the request.
 type refused struct {
@@ -299,6 +306,9 @@ func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicCon
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: tc, strict: true}
 	out, st, err := RewriteBatches(nil, p.Records, m)
 	f.account(m, st)
+	if err == nil && st.OldMagic > 0 {
+		err = errOldMagic
+	}
 	if err != nil {
 		return "sluice: masking: " + err.Error()
 	}
@@ -358,7 +368,10 @@ func (f *Filter) checkContract(ctx context.Context, topic string, records []byte
 	if f.src == nil {
 		return fmt.Errorf("no schema registry configured")
 	}
-	_, err := VisitRecords(records, &contractChecker{ctx: ctx, f: f, topic: topic})
+	st, err := VisitRecords(records, &contractChecker{ctx: ctx, f: f, topic: topic})
+	if err == nil && st.OldMagic > 0 {
+		err = errOldMagic
+	}
 	return err
 }
 

@@ -3,6 +3,7 @@ package masking
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net/http"
 	"os"
 	"strings"
@@ -337,5 +338,47 @@ func TestRegistryOutage(t *testing.T) {
 		if calls != rcfg.Retries+1 {
 			t.Fatalf("%d registry calls for one schema id, want %d", calls, rcfg.Retries+1)
 		}
+	}
+}
+
+func TestOldMagicFailsClosed(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	f, err := newFilter(testConfig(t), staticSource{9: s}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A magic-1 message: offset, size, crc, magic 1, attributes, timestamp,
+	// key, value (the value in clear).
+	value := []byte("ssn=123-45-6789")
+	var msg []byte
+	msg = binary.BigEndian.AppendUint32(msg, 0) // crc (not checked here)
+	msg = append(msg, 1, 0)
+	msg = binary.BigEndian.AppendUint64(msg, 0)
+	msg = binary.BigEndian.AppendUint32(msg, 0xffffffff)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(value)))
+	msg = append(msg, value...)
+	var set []byte
+	set = binary.BigEndian.AppendUint64(set, 0)
+	set = binary.BigEndian.AppendUint32(set, uint32(len(msg)))
+	set = append(set, msg...)
+
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 12
+	tp := kmsg.NewFetchResponseTopic()
+	tp.Topic = "payments"
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = set
+	tp.Partitions = append(tp.Partitions, p)
+	resp.Topics = append(resp.Topics, tp)
+	x := &filter.Exchange{Response: resp, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"payments": {Mask: demoRules}}}
+	f.OnResponse(context.Background(), x)
+	got := resp.Topics[0].Partitions[0]
+	if got.ErrorCode != kerr.UnknownServerError.Code || bytes.Contains(got.RecordBatches, value) {
+		t.Fatalf("old-magic message set delivered: code %d", got.ErrorCode)
+	}
+	// Without obligations it passes untouched.
+	out, st, err := RewriteBatches(nil, set, passThrough{})
+	if err != nil || !bytes.Equal(out, set) || st.OldMagic != 1 {
+		t.Fatalf("passthrough: %v %+v", err, st)
 	}
 }

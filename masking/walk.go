@@ -152,6 +152,12 @@ func (w *walker) value(n *node) error {
 						return err
 					}
 					continue
+				case kDouble, kFloat, kFixed:
+					if f.size > len(w.src)-w.pos {
+						return errShort
+					}
+					w.pos += f.size
+					continue
 				}
 				if err := w.skip(f); err != nil {
 					return err
@@ -270,11 +276,7 @@ func (w *walker) skip(n *node) error {
 			return errIndex
 		}
 		return err
-	case kFloat:
-		return w.advance(4)
-	case kDouble:
-		return w.advance(8)
-	case kFixed:
+	case kFloat, kDouble, kFixed:
 		return w.advance(n.size)
 	case kBytes, kString:
 		_, err := w.lenPrefixed()
@@ -311,6 +313,12 @@ func (w *walker) skip(n *node) error {
 				} else if _, err := w.longSlow(); err != nil {
 					return err
 				}
+				continue
+			case kDouble, kFloat, kFixed:
+				if f.size > len(w.src)-w.pos {
+					return errShort
+				}
+				w.pos += f.size
 				continue
 			}
 			if err := w.skip(f); err != nil {
