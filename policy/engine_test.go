@@ -317,7 +317,7 @@ func TestGrantValidation(t *testing.T) {
 			seen = append(seen, topic+"/"+o.GrantID)
 			return nil
 		}})
-		if err != nil || len(seen) != 5 {
+		if err != nil || len(seen) != 7 {
 			t.Fatalf("err %v, hook saw %v", err, seen)
 		}
 	})
@@ -520,4 +520,24 @@ func counterValue(c prometheus.Counter) float64 {
 		panic(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// The demo credentials (configs/credentials/users.yaml) act for the purpose
+// "analytics": acme may read the demo topic, globex may not.
+func TestDemoPrincipals(t *testing.T) {
+	e := newExample(t, nil)
+	acmeAnalyst := &filter.Principal{ID: "acme-analyst", Org: "acme", Mechanism: "PLAIN", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}}
+	globexAnalyst := &filter.Principal{ID: "globex-analyst", Org: "globex", Mechanism: "PLAIN", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}}
+	q := func(p *filter.Principal, topic string) Decision {
+		return e.Decide(context.Background(), &Query{Principal: p, Action: ActionRead, Resource: ResourceTopic, Name: topic, Now: testNow})
+	}
+	if d := q(acmeAnalyst, "demo"); !d.Allow || d.GrantID() != "g-acme-demo" {
+		t.Errorf("acme demo: %+v", d)
+	}
+	if d := q(globexAnalyst, "demo"); d.Allow {
+		t.Errorf("globex demo allowed: %+v", d)
+	}
+	if d := q(acmeAnalyst, "orders.eu"); !d.Allow || d.GrantID() != "g-acme-orders-eu-analytics" || d.Obligations.Mask[0].Strategy != "redact" {
+		t.Errorf("acme analyst orders.eu: %+v", d)
+	}
 }
