@@ -152,3 +152,17 @@ func (c *Config) LoadKeys() (*Keys, error) {
 	}
 	return NewKeys(raw)
 }
+
+// anyContract reports whether some topic (or the default) has a produce
+// contract.
+func (c *Config) anyContract() bool {
+	if c.Default.Contract {
+		return true
+	}
+	for _, t := range c.Topics {
+		if t.Contract {
+			return true
+		}
+	}
+	return false
+}

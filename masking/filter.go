@@ -234,6 +234,7 @@ type refused struct {
 	topicID [16]byte
 	part    int32
 	msg     string
+	code    int16
 }
 
 type refusedKey struct{}
@@ -252,9 +253,10 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 		if resolved {
 			obl = x.Obligations[name]
 		}
-		if !resolved && (len(x.Obligations) > 0 || len(f.cfg.Topics) > 0) {
+		if !resolved && (len(x.Obligations) > 0 || f.cfg.anyContract()) {
+			// Fail closed: the topic might carry obligations or a contract.
 			for _, p := range t.Partitions {
-				out = append(out, refused{name, t.TopicID, p.Partition, "sluice: unknown topic id"})
+				out = append(out, refused{name, t.TopicID, p.Partition, "sluice: unknown topic id", kerr.UnknownTopicID.Code})
 			}
 			continue
 		}
@@ -265,7 +267,7 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
 			if msg := f.producePartition(ctx, name, tc, obl, &p); msg != "" {
-				out = append(out, refused{name, t.TopicID, p.Partition, msg})
+				out = append(out, refused{name, t.TopicID, p.Partition, msg, kerr.InvalidRecord.Code})
 				f.partFailed.WithLabelValues("produce").Inc()
 				continue
 			}
@@ -393,7 +395,7 @@ func (f *Filter) produceResponse(x *filter.Exchange, resp *kmsg.ProduceResponse)
 		}
 		p := kmsg.NewProduceResponseTopicPartition()
 		p.Partition = r.part
-		p.ErrorCode = kerr.InvalidRecord.Code
+		p.ErrorCode = r.code
 		p.BaseOffset = -1
 		msg := r.msg
 		p.ErrorMessage = &msg

@@ -382,3 +382,32 @@ func TestOldMagicFailsClosed(t *testing.T) {
 		t.Fatalf("passthrough: %v %+v", err, st)
 	}
 }
+
+func TestProduceUnknownTopicID(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	cfg := testConfig(t)
+	cfg.Topics = map[string]TopicConfig{"payments": {Contract: true}}
+	f, err := newFilter(cfg, staticSource{9: s}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Version = 13
+	tp := kmsg.NewProduceRequestTopic()
+	tp.TopicID = [16]byte{7}
+	p := kmsg.NewProduceRequestTopicPartition()
+	p.Records = makeBatch(t, 0, 0, 0, []testRecord{{value: []byte("x")}}, -1)
+	tp.Partitions = append(tp.Partitions, p)
+	req.Topics = append(req.Topics, tp)
+	x := &filter.Exchange{Request: req, Topics: resolver{}}
+	f.OnRequest(context.Background(), x)
+	if len(req.Topics) != 0 || x.Local == nil {
+		t.Fatal("produce to an unresolvable topic id forwarded while a contract is configured")
+	}
+	x.Response = x.Local
+	f.OnResponse(context.Background(), x)
+	rp := x.Local.(*kmsg.ProduceResponse).Topics[0]
+	if rp.TopicID != [16]byte{7} || rp.Partitions[0].ErrorCode != kerr.UnknownTopicID.Code {
+		t.Fatalf("response %+v", rp)
+	}
+}
