@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -173,5 +174,33 @@ func TestCreatesMissingTopic(t *testing.T) {
 	}
 	if rep := VerifyRecords(recs, env.pub); !rep.OK() || rep.Records != 2 {
 		t.Fatalf("%+v", rep)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	cl := newCluster(t)
+	env := start(t, cl, testConfig(t))
+	cfg := env.cfg
+	// A second auditor on the same spool is refused, and leaves no
+	// metrics behind.
+	reg := prometheus.NewRegistry()
+	if _, err := New(cfg, cl.opts, reg, nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("shared spool: %v", err)
+	}
+	if mfs, _ := reg.Gather(); len(mfs) != 0 {
+		t.Fatalf("metrics left registered: %d", len(mfs))
+	}
+	// The same registry twice is an error, not a panic.
+	cfg.Spool.Dir = t.TempDir()
+	if _, err := New(cfg, cl.opts, env.reg, nil); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("duplicate metrics: %v", err)
+	}
+	cfg.Signing.KeyFile = "/nonexistent/key"
+	if _, err := New(cfg, cl.opts, nil, nil); err == nil {
+		t.Fatal("missing key accepted")
+	}
+	cfg.Enabled = false
+	if _, err := New(cfg, cl.opts, nil, nil); err == nil {
+		t.Fatal("disabled config started")
 	}
 }

@@ -155,8 +155,14 @@ func New(cfg Config, opts []kgo.Opt, reg prometheus.Registerer, log *zap.Logger)
 		}
 		a.priv = k
 	}
+	m, err := newMetrics(reg, a)
+	if err != nil {
+		return nil, err
+	}
+	a.m = m
 	sp, err := openSpool(cfg.Spool.Dir, cfg.Spool.MaxBytes)
 	if err != nil {
+		m.unregister()
 		return nil, err
 	}
 	a.spool = sp
@@ -173,9 +179,9 @@ func New(cfg Config, opts []kgo.Opt, reg prometheus.Registerer, log *zap.Logger)
 	a.client, err = kgo.NewClient(all...)
 	if err != nil {
 		sp.close()
+		m.unregister()
 		return nil, fmt.Errorf("audit: client: %w", err)
 	}
-	a.m = newMetrics(reg, a)
 	if !sp.empty() {
 		a.log.Info("replaying audit spool from a previous run", zap.Int64("bytes", sp.pending()))
 	}

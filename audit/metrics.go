@@ -1,6 +1,10 @@
 package audit
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	decisions    prometheus.Counter
@@ -13,9 +17,18 @@ type metrics struct {
 	deniedReqs   prometheus.Counter
 	heads        prometheus.Counter
 	failingClose prometheus.Gauge
+	registered   []prometheus.Collector
+	reg          prometheus.Registerer
 }
 
-func newMetrics(reg prometheus.Registerer, a *Auditor) *metrics {
+// unregister removes the metrics again (New failed after registering).
+func (m *metrics) unregister() {
+	for _, c := range m.registered {
+		m.reg.Unregister(c)
+	}
+}
+
+func newMetrics(reg prometheus.Registerer, a *Auditor) (*metrics, error) {
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sluice", Subsystem: "audit", Name: name, Help: help})
 	}
@@ -36,10 +49,15 @@ func newMetrics(reg prometheus.Registerer, a *Auditor) *metrics {
 		Help: "Events and encoded records waiting in memory to be written or spooled."}, func() float64 { return float64(a.QueueDepth()) })
 	spool := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sluice", Subsystem: "audit", Name: "spool_bytes",
 		Help: "Bytes in the local spool not yet replayed to the topic."}, func() float64 { return float64(a.spoolBytes.Load()) })
+	m.reg = reg
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.decisions, m.written, m.folded, m.spooled, m.replayed, m.dropped, m.produceErrs, m.deniedReqs, m.heads, m.failingClose, queue, spool} {
-			reg.MustRegister(col)
+			if err := reg.Register(col); err != nil {
+				m.unregister()
+				return nil, fmt.Errorf("audit: metrics: %w", err)
+			}
+			m.registered = append(m.registered, col)
 		}
 	}
-	return m
+	return m, nil
 }

@@ -38,6 +38,7 @@ type spool struct {
 	segs  []int64 // segment numbers, ascending
 	sizes []int64 // size of each segment
 	w     *os.File
+	lock  *os.File
 	roff  int64 // read offset in segs[0]
 	total int64 // sum of sizes
 }
@@ -46,7 +47,17 @@ func openSpool(dir string, max int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: spool: %w", err)
 	}
-	s := &spool{dir: dir, max: max, segMax: max / 8}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &spool{dir: dir, max: max, segMax: max / 8, lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	if s.segMax < 64<<10 {
 		s.segMax = min(64<<10, max)
 	}
@@ -98,6 +109,7 @@ func openSpool(dir string, max int64) (*spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: spool: %w", err)
 	}
+	ok = true
 	return s, nil
 }
 
@@ -310,4 +322,8 @@ func (s *spool) advance(off int64) error {
 // skipCorrupt drops the rest of the first segment after a corrupt record.
 func (s *spool) skipCorrupt() error { return s.advance(s.sizes[0]) }
 
-func (s *spool) close() error { return s.w.Close() }
+func (s *spool) close() error {
+	err := s.w.Close()
+	s.lock.Close()
+	return err
+}
