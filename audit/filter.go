@@ -17,8 +17,11 @@ var DenyCode = kerr.KafkaStorageError.Code
 
 type deniedKey struct{}
 
-// NewFilter returns the audit filter. It wants every API key, so it sits
-// after the policy filter in the chain (authn -> policy -> audit -> mask):
+// NewFilter returns the audit filter. It wants every API key. Put it first
+// in the chain (audit -> policy -> mask): its OnRequest then refuses work
+// before anything else happens, and its OnResponse, which runs in reverse
+// order, runs last and sees every decision (including response-side ones)
+// and the records and bytes the mask filter counted.
 //
 //   - OnRequest refuses the request with DenyCode ("audit unavailable: <why>")
 //     while a.Healthy() fails (spool full or unwritable under
@@ -27,9 +30,9 @@ type deniedKey struct{}
 //     and bytes counted from Produce requests and Fetch responses
 //     (falling back to x.Stats for the first allow decision). It never
 //     blocks on I/O; it waits only while the in-memory queue is full
-//     under fail_closed.
+//     under fail_closed. Exchanges it refused itself are not recorded.
 //
-// Metrics: see package doc. Errors: only the *filter.Denial above.
+// Metrics: see the package doc. Errors: only the *filter.Denial above.
 func NewFilter(a *Auditor) filter.Filter { return &auditFilter{a: a} }
 
 type auditFilter struct{ a *Auditor }
