@@ -168,11 +168,13 @@ func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		t := &resp.Topics[i]
 		name, ok := topicName(x, "", t.TopicID)
 		if ok {
-			if prior, seen := requestDecision(x, name); seen && prior.Allow && prior.Obligations.Empty() {
-				continue
-			}
+			// Decided again: the share session may return unlisted
+			// partitions, and the policy may have changed during a
+			// long poll.
 			d := f.query(ctx, x, ActionRead, ResourceTopic, name)
-			recordDecision(f, x, ActionRead, name, d)
+			if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
+				recordDecision(f, x, ActionRead, name, d)
+			}
 			if d.Allow && d.Obligations.Empty() {
 				continue
 			}

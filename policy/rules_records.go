@@ -81,18 +81,20 @@ func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		code := codeTopicID
 		var d Decision
 		if ok {
-			if prior, seen := requestDecision(x, name); seen && prior.Allow {
-				continue // decided on the request, same revision or not: the
-				// request-side decision was made microseconds ago
-			}
+			// Decided again even if the request side allowed it: a long
+			// poll can return records produced after a revocation that
+			// happened while the fetch was waiting. Cached, this costs a
+			// lookup.
 			d = f.query(ctx, x, ActionRead, ResourceTopic, name)
+			prior, seen := requestDecision(x, name)
+			if !seen || prior.Allow != d.Allow {
+				recordDecision(f, x, ActionRead, name, d)
+			}
 			if d.Allow {
 				attach(x, name, d)
-				recordDecision(f, x, ActionRead, name, d)
 				continue
 			}
 			code = codeTopic
-			recordDecision(f, x, ActionRead, name, d)
 		}
 		sub := kmsg.NewPtrFetchRequest()
 		sub.Version = resp.Version
