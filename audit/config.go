@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -140,24 +139,6 @@ func DecodeConfig(r io.Reader) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
-}
-
-// UnmarshalYAML decodes strictly over the receiver's current values, so an
-// embedding config can default it with DefaultConfig first.
-func (c *Config) UnmarshalYAML(n *yaml.Node) error {
-	type plain Config
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(n); err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	p := (*plain)(c)
-	if err := dec.Decode(p); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
 }
 
 // defaultInstanceID is the hostname plus a random suffix.

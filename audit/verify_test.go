@@ -178,6 +178,17 @@ func TestTail(t *testing.T) {
 		{Filter{Principal: "bob"}, []string{"topic=orders", "topic=payments"}},
 		{Filter{Until: time.Now().Add(-time.Hour)}, nil},
 	}
+	t.Run("follow", func(t *testing.T) {
+		fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		var out bytes.Buffer
+		if err := Tail(fctx, cl.opts, testTopic, Filter{Decision: "deny", Follow: true}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(out.String(), "\n"); n != 2 {
+			t.Fatalf("follow printed %d lines:\n%s", n, out.String())
+		}
+	})
 	for i, tc := range cases {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			var out bytes.Buffer
