@@ -35,7 +35,11 @@ class DriverError(Exception):
 
 
 def from_kafka_error(err, context):
-    """DriverError from a confluent_kafka.KafkaError."""
+    """DriverError from a confluent_kafka.KafkaError. librdkafka reports a
+    refused SASL login as the local _AUTHENTICATION error; it is named as the
+    broker's SASL_AUTHENTICATION_FAILED (58) so tests assert one name."""
+    if err.code() == KafkaError._AUTHENTICATION:
+        return DriverError("%s: %s" % (context, err.str()), "SASL_AUTHENTICATION_FAILED", 58)
     return DriverError("%s: %s" % (context, err.str()), err.name(), err.code())
 
 
@@ -191,9 +195,21 @@ def cmd_consume(args):
 
 
 def cmd_metadata(args):
+    errors = []
     conf = base_config(args)
+    conf["error_cb"] = record_error(errors)
     admin = AdminClient(conf)
-    md = admin.list_topics(timeout=args.timeout)
+    deadline = time.monotonic() + args.timeout
+    md = None
+    while md is None:
+        if errors:
+            raise from_kafka_error(errors[0], "metadata")
+        try:
+            md = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as e:
+            if time.monotonic() >= deadline:
+                raise
+            admin.poll(0.1)
     out = {
         "cluster_id": md.cluster_id,
         "controller_id": md.controller_id,

@@ -199,6 +199,9 @@ function describeError(e) {
   // kafkajs wraps broker refusals in KafkaJSProtocolError (type = Kafka
   // error name, code = Kafka error code), sometimes inside a retry or
   // aggregate error.
+  if (e && e.name === 'KafkaJSSASLAuthenticationError') {
+    return { error: e.message, name: 'SASL_AUTHENTICATION_FAILED', code: 58 };
+  }
   let cur = e;
   for (let i = 0; i < 5 && cur; i++) {
     if (cur.type && typeof cur.type === 'string') {
