@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -425,10 +426,10 @@ func (a *Auditor) emitFold(f *fold) {
 func (a *Auditor) data(it item, obl *AppliedObligations) Data {
 	d := Data{SchemaVersion: SchemaVersion, Kind: it.kind, Instance: a.instance}
 	if p := it.principal; p != nil {
-		d.Principal = &PrincipalRef{ID: p.ID, Org: p.Org, Mechanism: p.Mechanism}
+		d.Principal = &PrincipalRef{ID: clip(p.ID), Org: clip(p.Org), Mechanism: clip(p.Mechanism)}
 	}
 	if c := it.conn; c != nil {
-		d.Client = &ClientRef{ConnID: c.ID, Listener: c.Listener, ClientID: it.clientID}
+		d.Client = &ClientRef{ConnID: c.ID, Listener: clip(c.Listener), ClientID: clip(it.clientID)}
 		if c.ClientAddr.IsValid() {
 			d.Client.Address = c.ClientAddr.String()
 		}
@@ -436,13 +437,13 @@ func (a *Auditor) data(it item, obl *AppliedObligations) Data {
 	switch it.kind {
 	case KindDecision:
 		d.API = &APIRef{Key: it.apiKey, Name: kmsg.NameForKey(it.apiKey), Version: it.apiVer}
-		d.Action, d.ResourceType, d.Resource = it.d.Action, it.d.ResourceType, it.d.Resource
-		d.Partitions = it.d.Partitions
+		d.Action, d.ResourceType, d.Resource = clip(it.d.Action), clip(it.d.ResourceType), clip(it.d.Resource)
+		d.Partitions, d.PartitionCount = capParts(it.d.Partitions)
 		d.Decision = Deny
 		if it.d.Allow {
 			d.Decision = Allow
 		}
-		d.Reason, d.GrantID, d.Purpose, d.PolicyRevision = it.d.Reason, it.d.GrantID, it.d.Purpose, it.d.PolicyRev
+		d.Reason, d.GrantID, d.Purpose, d.PolicyRevision = clip(it.d.Reason), clip(it.d.GrantID), clip(it.d.Purpose), clip(it.d.PolicyRev)
 		if obl == nil {
 			obl = applied(it.d.Obligations)
 		}
@@ -458,23 +459,52 @@ func (a *Auditor) data(it item, obl *AppliedObligations) Data {
 		d.Count = 1
 		d.Records, d.Bytes = it.records, it.bytes
 	case KindAuthn:
-		d.Mechanism = it.mech
+		d.Mechanism = clip(it.mech)
 		d.Decision = Success
 		if it.err != "" {
-			d.Decision, d.Error = Failure, it.err
+			d.Decision, d.Error = Failure, clip(it.err)
 		}
 	case KindPolicyReload:
 		d.PolicyRevision = it.d.PolicyRev
 		d.Decision = Success
 		if it.err != "" {
-			d.Decision, d.Error = Failure, it.err
+			d.Decision, d.Error = Failure, clip(it.err)
 		}
 	case KindMaskFailure:
-		d.ResourceType, d.Resource, d.Partitions = it.d.ResourceType, it.d.Resource, it.d.Partitions
-		d.Error = it.err
+		d.ResourceType, d.Resource = clip(it.d.ResourceType), clip(it.d.Resource)
+		d.Partitions, d.PartitionCount = capParts(it.d.Partitions)
+		d.Error = clip(it.err)
 	}
 	return d
 }
+
+// maxText bounds free-text fields, so an event stays far below the
+// smallest spool (an event is at most about 32 KiB).
+const maxText = 1024
+
+// clip cuts s to maxText bytes at a rune boundary, marking the cut.
+func clip(s string) string {
+	if len(s) <= maxText {
+		return s
+	}
+	cut := maxText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "...(truncated)"
+}
+
+// capParts keeps at most maxFoldPartitions partitions; when it cuts, the
+// count is the full number.
+func capParts(p []int32) ([]int32, int) {
+	if len(p) <= maxFoldPartitions {
+		return p, 0
+	}
+	return p[:maxFoldPartitions], len(p)
+}
+
+// maxMaskRules bounds the masked fields listed on one event.
+const maxMaskRules = 64
 
 // applied summarises obligations for the event; nil when empty.
 func applied(o *filter.Obligations) *AppliedObligations {
@@ -482,15 +512,19 @@ func applied(o *filter.Obligations) *AppliedObligations {
 		return nil
 	}
 	ao := &AppliedObligations{}
-	for _, r := range o.Mask {
-		f := r.Field
+	for i, r := range o.Mask {
+		if i == maxMaskRules {
+			ao.MaskedFields = append(ao.MaskedFields, fmt.Sprintf("...(%d more)", len(o.Mask)-i))
+			break
+		}
+		f := clip(r.Field)
 		if r.Target == "key" {
 			f = "key." + f
 		}
-		ao.MaskedFields = append(ao.MaskedFields, f+":"+r.Strategy)
+		ao.MaskedFields = append(ao.MaskedFields, f+":"+clip(r.Strategy))
 	}
 	if rf := o.RowFilter; rf != nil {
-		ao.RowFilter = rf.Field + " " + rf.Op + " [" + strings.Join(rf.Values, ",") + "]"
+		ao.RowFilter = clip(rf.Field + " " + rf.Op + " [" + strings.Join(rf.Values, ",") + "]")
 	}
 	return ao
 }

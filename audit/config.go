@@ -96,8 +96,8 @@ func (c *Config) Validate() error {
 	if c.Topic == "" || len(c.Topic) > 249 || strings.ContainsAny(c.Topic, " /\\") {
 		bad("invalid topic %q", c.Topic)
 	}
-	if strings.ContainsAny(c.InstanceID, "\n\x00") || len(c.InstanceID) > 200 {
-		bad("invalid instance_id %q", c.InstanceID)
+	if c.InstanceID != "" && !validInstance(c.InstanceID) {
+		bad("invalid instance_id %q: use 1-200 of A-Z a-z 0-9 . _ : -", c.InstanceID)
 	}
 	if c.FoldWindow < 0 || c.FoldWindow > time.Minute {
 		bad("fold_window %s out of range [0, 1m]", c.FoldWindow)
@@ -114,8 +114,8 @@ func (c *Config) Validate() error {
 	if c.Spool.Dir == "" {
 		bad("spool.dir is required")
 	}
-	if c.Spool.MaxBytes < 4096 {
-		bad("spool.max_bytes %d below 4096", c.Spool.MaxBytes)
+	if c.Spool.MaxBytes < 1<<20 {
+		bad("spool.max_bytes %d below 1 MiB", c.Spool.MaxBytes)
 	}
 	if c.OnSpoolFull != FailClosed && c.OnSpoolFull != FailOpen {
 		bad("on_spool_full %q is not %s or %s", c.OnSpoolFull, FailClosed, FailOpen)
@@ -141,11 +141,38 @@ func DecodeConfig(r io.Reader) (Config, error) {
 	return c, nil
 }
 
+func instanceChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == ':' || r == '-'
+}
+
+// validInstance keeps instance ids plain ASCII, so that events encode the
+// same way every time (chain heads are verified by re-encoding).
+func validInstance(s string) bool {
+	if len(s) == 0 || len(s) > 200 {
+		return false
+	}
+	for _, r := range s {
+		if !instanceChar(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // defaultInstanceID is the hostname plus a random suffix.
 func defaultInstanceID() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
 		h = "sluice"
+	}
+	h = strings.Map(func(r rune) rune {
+		if instanceChar(r) {
+			return r
+		}
+		return '-'
+	}, h)
+	if len(h) > 180 {
+		h = h[:180]
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])

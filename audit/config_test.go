@@ -34,6 +34,7 @@ signing: {key_file: /etc/k.pem, interval: 30s}
 		{"bad policy", "on_spool_full: maybe\n", "on_spool_full", nil},
 		{"tiny spool", "spool: {max_bytes: 10}\n", "max_bytes", nil},
 		{"bad window", "fold_window: -1s\n", "fold_window", nil},
+		{"bad instance", "instance_id: \"gw 1\"\n", "instance_id", nil},
 		{"disabled skips checks", "enabled: false\nqueue_size: 0\n", "", func(c Config) bool { return !c.Enabled }},
 	}
 	for _, tc := range cases {
@@ -87,5 +88,15 @@ func TestCountBatches(t *testing.T) {
 				t.Fatalf("got %d records %d bytes, want %d %d", r, b, tc.recs, tc.nbytes)
 			}
 		})
+	}
+}
+
+func TestDefaultInstanceID(t *testing.T) {
+	id := defaultInstanceID()
+	if !validInstance(id) {
+		t.Fatalf("default instance id %q is not valid", id)
+	}
+	if id == defaultInstanceID() {
+		t.Fatal("default instance ids are not unique")
 	}
 }

@@ -77,6 +77,8 @@ type Data struct {
 	ResourceType string  `json:"resource_type,omitempty"`
 	Resource     string  `json:"resource,omitempty"`
 	Partitions   []int32 `json:"partitions,omitempty"`
+	// PartitionCount is set when Partitions was cut to its first 1024.
+	PartitionCount int `json:"partition_count,omitempty"`
 
 	// Decision is allow|deny for decisions, success|failure for authn
 	// and policy_reload.
@@ -99,6 +101,7 @@ type Data struct {
 	// Mechanism is the SASL mechanism (authn).
 	Mechanism string `json:"mechanism,omitempty"`
 	// Error is the failure text (authn, policy_reload, mask_failure).
+	// Free-text fields are cut at 1024 bytes (marked "...(truncated)").
 	Error string `json:"error,omitempty"`
 
 	Head *ChainHead `json:"chain_head,omitempty"`

@@ -88,7 +88,7 @@ func TestSpoolAndReplayInOrder(t *testing.T) {
 func TestSpoolFullFailsClosed(t *testing.T) {
 	cl := newCluster(t)
 	cfg := testConfig(t)
-	cfg.Spool.MaxBytes = 8192
+	cfg.Spool.MaxBytes = 1 << 20 // the smallest allowed
 	env := start(t, cl, cfg)
 	f := NewFilter(env.a)
 	ctx := context.Background()
@@ -97,12 +97,12 @@ func TestSpoolFullFailsClosed(t *testing.T) {
 	cl.failing.Store(true)
 	n := 0
 	for env.a.Healthy() == nil {
-		if n > 1000 {
+		if n > 20000 {
 			t.Fatal("spool never filled")
 		}
 		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
 		n++
-		if n%10 == 0 {
+		if n%100 == 0 {
 			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
 		}
 	}

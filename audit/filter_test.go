@@ -3,7 +3,9 @@ package audit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -90,7 +92,7 @@ func TestFilterCountsPerTopic(t *testing.T) {
 func TestFailOpenServesAndCountsDrops(t *testing.T) {
 	cl := newCluster(t)
 	cfg := testConfig(t)
-	cfg.Spool.MaxBytes = 4096
+	cfg.Spool.MaxBytes = 1 << 20
 	cfg.OnSpoolFull = FailOpen
 	env := start(t, cl, cfg)
 	f := NewFilter(env.a)
@@ -98,14 +100,14 @@ func TestFailOpenServesAndCountsDrops(t *testing.T) {
 	c := testConn(1, alice)
 	cl.failing.Store(true)
 	for i := 0; metricValue(env.a.m.dropped) == 0; i++ {
-		if i > 2000 {
+		if i > 20000 {
 			t.Fatal("nothing dropped")
 		}
 		if err := f.OnRequest(ctx, exchange(c, 0)); err != nil {
 			t.Fatalf("fail_open denied: %v", err)
 		}
 		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", i))))
-		if i%10 == 9 {
+		if i%100 == 99 {
 			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
 		}
 	}
@@ -131,7 +133,10 @@ func TestAuditorEdges(t *testing.T) {
 	if err := f.OnResponse(context.Background(), x); err != nil {
 		t.Fatal(err)
 	}
-	env.a.MaskFailure(nil, "orders", 0, "no schema")
+	env.a.MaskFailure(nil, "orders", 0, strings.Repeat("é", 5000))
+	parts := make([]int32, 3000)
+	big := filter.Decision{Action: "read", ResourceType: "topic", Resource: "wide", Partitions: parts, Allow: false, Reason: strings.Repeat("r", 9000)}
+	f.OnResponse(context.Background(), exchange(testConn(3, alice), 1, big))
 	env.a.PolicyReload("", fmt.Errorf("rego: parse error"))
 	env.close(t)
 	// Events after Close are dropped and counted, not blocking.
@@ -142,8 +147,19 @@ func TestAuditorEdges(t *testing.T) {
 	if err := env.a.Close(context.Background()); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
-	_, evs := events(t, cl)
-	if len(evs) != 4 || evs[2].Data.Decision != Failure || evs[2].Data.Error != "rego: parse error" {
+	recs, evs := events(t, cl)
+	if len(evs) != 5 || evs[3].Data.Decision != Failure || evs[3].Data.Error != "rego: parse error" {
 		t.Fatalf("events %+v", evs)
+	}
+	if e := evs[1].Data.Error; len(e) > maxText+20 || !strings.HasSuffix(e, "...(truncated)") || !utf8.ValidString(e) {
+		t.Errorf("long error not clipped: %d bytes", len(e))
+	}
+	if d := evs[2].Data; len(d.Partitions) != maxFoldPartitions || d.PartitionCount != 3000 || len(d.Reason) > maxText+20 {
+		t.Errorf("wide decision: %d partitions, count %d, reason %d bytes", len(d.Partitions), d.PartitionCount, len(d.Reason))
+	}
+	for _, r := range recs {
+		if len(r.Value) > 32<<10 {
+			t.Errorf("event of %d bytes", len(r.Value))
+		}
 	}
 }
