@@ -146,6 +146,35 @@ func TestThroughGateway(t *testing.T) {
 		t.Fatal("no TOPIC_AUTHORIZATION_FAILED for the denied topic")
 	}
 
+	// A group the principal may not use: GROUP_AUTHORIZATION_FAILED,
+	// answered by the proxy from the filter's denial through kafkaerr.
+	jg := kmsg.NewPtrJoinGroupRequest()
+	jg.Group, jg.ProtocolType, jg.SessionTimeoutMillis, jg.RebalanceTimeoutMillis = "h", "consumer", 30000, 30000
+	jgp := kmsg.NewJoinGroupRequestProtocol()
+	jgp.Name = "range"
+	jg.Protocols = append(jg.Protocols, jgp)
+	// Straight to the broker: kgo would look the coordinator up first.
+	raw, err := adm.Broker(int(mresp.Brokers[0].NodeID)).Request(ctx, jg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jresp := raw.(*kmsg.JoinGroupResponse); jresp.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("join group h: error %d", raw.(*kmsg.JoinGroupResponse).ErrorCode)
+	}
+	fc := kmsg.NewPtrFindCoordinatorRequest()
+	fc.CoordinatorKey = "h"
+	fresp, err := fc.RequestWith(ctx, adm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := fresp.ErrorCode
+	for _, c := range fresp.Coordinators {
+		code = c.ErrorCode
+	}
+	if code != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("find coordinator h: %+v", fresp)
+	}
+
 	// An allowed consumer gets its records; after the policy revokes
 	// "revocable", its next fetch (same connection, same fetch session)
 	// is denied and records produced afterwards never arrive.
