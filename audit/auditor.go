@@ -212,9 +212,15 @@ func (a *Auditor) Healthy() error {
 
 // Close stops accepting events, flushes folds, writes a final signed chain
 // head and waits until every record is written to the topic or, failing
-// that by ctx's deadline, durably spooled (replayed on next start). It
-// returns an error if events were lost or ctx expired.
+// that by ctx's deadline (without one: twice produce_timeout), durably
+// spooled (replayed on next start). It returns an error if records remain
+// in the spool or ctx expired.
 func (a *Auditor) Close(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*a.cfg.ProduceTimeout)
+		defer cancel()
+	}
 	first := false
 	a.once.Do(func() {
 		first = true

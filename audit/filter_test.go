@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -161,5 +162,22 @@ func TestAuditorEdges(t *testing.T) {
 		if len(r.Value) > 32<<10 {
 			t.Errorf("event of %d bytes", len(r.Value))
 		}
+	}
+}
+
+func TestCloseWithoutDeadlineIsBounded(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.ProduceTimeout = time.Second
+	env := start(t, cl, cfg)
+	cl.failing.Store(true)
+	env.a.PolicyReload("rev1", nil)
+	start := time.Now()
+	err := env.a.Close(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "left in spool") {
+		t.Fatalf("close with the topic down: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("close took %s", d)
 	}
 }
