@@ -2,6 +2,7 @@ package masking
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -349,6 +350,12 @@ func (p *Planner) ValidateObligations(ctx context.Context, topic string, o *filt
 			return fmt.Errorf("masking: topic %q is avro but no schema registry is configured", topic)
 		}
 		ss, err := p.reg.Latest(ctx, subject)
+		if errors.Is(err, schema.ErrNotFound) {
+			// No schema yet (or a topic pattern): nothing to check
+			// against now. Plans compiled at fetch time still fail
+			// closed if a rule cannot apply.
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("masking: topic %q: %w", topic, err)
 		}
