@@ -95,6 +95,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		topic = "(copy)"
 	}
 	fmt.Fprintf(&b, "audit verify: topic %s: %d records, %d chains\n", topic, r.Records, len(r.Chains))
+	if r.Records == 0 {
+		b.WriteString("warning: the topic holds no audit events\n")
+	}
 	if !r.SignaturesChecked {
 		b.WriteString("warning: no public key given; chain head signatures not checked\n")
 	}
