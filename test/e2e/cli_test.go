@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -151,20 +152,50 @@ func TestDev(t *testing.T) {
 
 	ctx := context.Background()
 	k := kcatClient{}
-	addrs := k.metadata(ctx, t, boot)
-	if len(addrs) != 3 {
-		t.Errorf("dev cluster has %v, want 3 brokers", addrs)
+	// The dev gateway requires SASL; the demo principals are printed at
+	// start. acme may read "demo", globex may not, and both read the
+	// Avro "payments" topic masked by their own grant.
+	as := func(user string) []string {
+		return []string{"-b", boot, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+			"-X", "sasl.username=" + user, "-X", "sasl.password=" + user + "-demo", "-m", "10"}
 	}
-	for _, a := range addrs {
-		_, ps, _ := net.SplitHostPort(a)
-		p, _ := strconv.Atoi(ps)
-		if p <= port || p > port+3 {
-			t.Errorf("dev broker %s is not on a port next to the bootstrap %d", a, port)
+	for _, user := range []string{"acme-analyst", "globex-analyst"} {
+		if !strings.Contains(out.String(), user) {
+			t.Errorf("sluice dev does not print the demo principal %s", user)
 		}
 	}
-	k.produce(ctx, t, boot, "demo", 5, "dev")
-	if got := k.consume(ctx, t, boot, "demo", 5); len(got) != 5 {
-		t.Errorf("consumed %v from the dev cluster", got)
+	r := k.run(ctx, t, "", append(as("acme-analyst"), "-L", "-J")...)
+	var md struct {
+		Brokers []struct {
+			Name string `json:"name"`
+		} `json:"brokers"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &md); err != nil {
+		t.Fatalf("kcat -L -J: %v\n%s", err, r.Stdout)
+	}
+	if len(md.Brokers) != 3 {
+		t.Errorf("dev cluster has %v, want 3 brokers", md.Brokers)
+	}
+	for _, b := range md.Brokers {
+		_, ps, _ := net.SplitHostPort(b.Name)
+		p, _ := strconv.Atoi(ps)
+		if p <= port || p > port+3 {
+			t.Errorf("dev broker %s is not on a port next to the bootstrap %d", b.Name, port)
+		}
+	}
+	r = k.run(ctx, t, "", append(as("acme-analyst"), "-C", "-t", "demo", "-o", "beginning", "-e", "-J")...)
+	if got := kcatValues(t, r.Stdout); len(got) != 5 || !strings.Contains(got[0], "hello") {
+		t.Errorf("acme consumed %q from the dev demo topic, want its 5 greetings", got)
+	}
+	denied := harness.Run(ctx, harness.DefaultClientTimeout, "kcat", append(as("globex-analyst"), "-C", "-t", "demo", "-o", "beginning", "-e")...)
+	if denied.OK() || !strings.Contains(denied.Stderr, "authorization failed") {
+		t.Errorf("globex was not denied the demo topic:\n%s", denied)
+	}
+	for _, user := range []string{"acme-analyst", "globex-analyst"} {
+		r = k.run(ctx, t, "", append(as(user), "-C", "-t", "payments", "-o", "beginning", "-e", "-c", "20")...)
+		if strings.Contains(r.Stdout, "-52-") || !strings.Contains(r.Stdout, "EUR") {
+			t.Errorf("%s: payments not delivered, or an SSN in clear:\n%q", user, r.Stdout)
+		}
 	}
 	if !strings.Contains(out.String(), "kcat -b") {
 		t.Errorf("sluice dev does not print how to connect")
