@@ -49,14 +49,34 @@ function parseArgs(argv) {
   return { cmd, flags };
 }
 
+// kafkajs drops the broker's error in some paths (a FindCoordinator refused
+// with GROUP_AUTHORIZATION_FAILED surfaces as "Failed to find group
+// coordinator"), but logs it at debug level. The log creator keeps the last
+// authorization error it sees so the exit report can name it.
+let lastAuthzError = null;
+
+function logCreatorFor(printLevel) {
+  return () => ({ namespace, level, label, log }) => {
+    const e = log && log.error;
+    if (e && typeof e === 'object' && typeof e.type === 'string' && e.type.endsWith('_AUTHORIZATION_FAILED')) {
+      lastAuthzError = { type: e.type, code: typeof e.code === 'number' ? e.code : null };
+    }
+    if (printLevel !== undefined && level <= printLevel) {
+      process.stderr.write(JSON.stringify({ level: label, namespace, ...log }) + '\n');
+    }
+  };
+}
+
 function kafkaFor(flags) {
+  const printLevel = flags['log-level'] ? logLevel[flags['log-level'].toUpperCase()] : undefined;
   const cfg = {
     clientId: 'sluice-e2e-kafkajs',
     brokers: flags.bootstrap.split(','),
     connectionTimeout: 5000,
     requestTimeout: 15000,
     retry: { retries: 3, initialRetryTime: 200 },
-    logLevel: flags['log-level'] ? logLevel[flags['log-level'].toUpperCase()] : logLevel.NOTHING,
+    logLevel: logLevel.DEBUG,
+    logCreator: logCreatorFor(printLevel),
   };
   if (flags['sasl-mechanism']) {
     const password = flags.password !== undefined ? flags.password : (process.env.SLUICE_TEST_PASSWORD || '');
@@ -209,6 +229,9 @@ function describeError(e) {
     }
     if (Array.isArray(cur.errors) && cur.errors.length > 0) cur = cur.errors[0];
     else cur = cur.originalError || cur.cause;
+  }
+  if (lastAuthzError) {
+    return { error: e && e.message ? e.message : String(e), name: lastAuthzError.type, code: lastAuthzError.code };
   }
   return { error: e && e.message ? e.message : String(e), name: e && e.name ? e.name : '', code: null };
 }
