@@ -7,7 +7,8 @@ need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 /usr/bin/python3 -c 'import confluent_kafka' >/dev/null 2>&1 || need_apt+=(python3-confluent-kafka)
 /usr/bin/python3 -c 'import avro' >/dev/null 2>&1 || need_apt+=(python3-avro)
-command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "install-deps: apt-get install ${need_apt[*]}"
 	SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
