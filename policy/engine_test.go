@@ -493,6 +493,8 @@ func BenchmarkDecideUncached(b *testing.B) {
 		q    Query
 	}{
 		{"grant_allow", Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "orders.eu", Now: testNow}},
+		{"grant_allow_purpose", Query{Principal: &filter.Principal{ID: "acme-analyst", Org: "acme", Mechanism: "PLAIN",
+			Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}}, Action: ActionRead, Resource: ResourceTopic, Name: "demo", Now: testNow}},
 		{"no_grant_deny", Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "payments.settled", Now: testNow}},
 		{"group_allow", Query{Principal: acme, Action: ActionRead, Resource: ResourceGroup, Name: "acme.c", Now: testNow}},
 	} {
