@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -84,16 +85,64 @@ func SluiceBin(t testing.TB) string {
 	return builtBin
 }
 
-// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+// The port is chosen below the kernel's ephemeral range, so it cannot be
+// taken in the meantime by an outgoing connection or by a listener on port
+// 0 (kfake, the gateway's per-broker listeners); it is never handed out
+// twice by one test binary.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("harness: free port: %v", err)
+	lo, _ := ephemeralRange()
+	for attempt := 0; attempt < 200; attempt++ {
+		port := 0 // an unusual ephemeral range: let the kernel choose
+		if lo > 11000 {
+			port = 10000 + rand.IntN(lo-10000)
+		}
+		freeMu.Lock()
+		used := handedOut[port]
+		freeMu.Unlock()
+		if used {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		_, ps, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(ps)
+		freeMu.Lock()
+		handedOut[p] = true
+		freeMu.Unlock()
+		return addr
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Fatalf("harness: no free port found")
+	return ""
+}
+
+var (
+	freeMu    sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// ephemeralRange reads the kernel's ephemeral port range (default
+// 32768-60999).
+func ephemeralRange() (int, int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768, 60999
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768, 60999
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return 32768, 60999
+	}
+	return lo, hi
 }
 
 // GatewayConfig returns the base configuration StartGateway writes: the
