@@ -115,7 +115,8 @@ func TestDev(t *testing.T) {
 	port := freeRun(t, 3)
 	boot := "127.0.0.1:" + strconv.Itoa(port)
 	admin := harness.FreeAddr(t)
-	cmd := exec.Command(harness.SluiceBin(t), "dev", "--listen", boot, "--advertised-host", "127.0.0.1", "--admin-listen", admin)
+	cmd := exec.Command(harness.SluiceBin(t), "dev", "--listen", boot, "--advertised-host", "127.0.0.1", "--admin-listen", admin,
+		"--registry-listen", harness.FreeAddr(t))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
