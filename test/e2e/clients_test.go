@@ -112,10 +112,6 @@ func (k *kgoClient) metadata(ctx context.Context, t *testing.T, bootstrap string
 	for _, b := range resp.Brokers {
 		out = append(out, net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))))
 	}
-	// Also every broker the client learned and would dial.
-	for _, b := range cl.DiscoveredBrokers() {
-		_ = b // DiscoveredBrokers exposes no address; the dialer records them
-	}
 	return out
 }
 
