@@ -3,6 +3,10 @@ package policy
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
 // cacheKey identifies a decision within one revision. It holds only strings
@@ -12,6 +16,45 @@ type cacheKey struct {
 	name          string
 	action        Action
 	rtype         ResourceType
+	// attrs fingerprints the principal's roles and attributes, so a
+	// principal re-authenticated with other roles (a credentials reload)
+	// never hits the decisions of its former self.
+	attrs uint64
+}
+
+// printOf returns p's fingerprint, memoised per principal object in a small
+// direct-mapped table: principals are immutable once authenticated, and
+// hashing an attribute map costs more than the rest of a cached decision.
+// A slot holds its principal alive until it is overwritten (at most
+// printSlots principals).
+func (c *cache) printOf(p *filter.Principal) uint64 {
+	slot := &c.prints[(uintptr(unsafe.Pointer(p))>>4)%printSlots]
+	if e := slot.Load(); e != nil && e.p == p {
+		return e.print
+	}
+	pr := c.principalPrint(p.Roles, p.Attributes)
+	slot.Store(&printEntry{p: p, print: pr})
+	return pr
+}
+
+const printSlots = 256
+
+type printEntry struct {
+	p     *filter.Principal
+	print uint64
+}
+
+// principalPrint hashes roles (in order) and attributes (order-free).
+func (c *cache) principalPrint(roles []string, attrs map[string]string) uint64 {
+	var h uint64
+	for _, r := range roles {
+		h = (h ^ maphash.String(c.seed, r)) * 0x9e3779b97f4a7c15
+	}
+	var a uint64
+	for k, v := range attrs {
+		a += (maphash.String(c.seed, k) ^ 0xff51afd7ed558ccd) * (maphash.String(c.seed, v) | 1)
+	}
+	return h ^ a ^ uint64(len(roles))<<56 ^ uint64(len(attrs))<<48
 }
 
 type cacheEntry struct {
@@ -32,6 +75,7 @@ type cache struct {
 	seed   maphash.Seed
 	perCap int
 	shards [cacheShards]cacheShard
+	prints [printSlots]atomic.Pointer[printEntry]
 }
 
 type cacheShard struct {
@@ -61,7 +105,7 @@ func (c *cache) hash(k *cacheKey) uint64 {
 	if k.org != "" {
 		h = (h ^ maphash.String(c.seed, k.org)) * 0xbf58476d1ce4e5b9
 	}
-	h = (h ^ uint64(len(k.mech))<<40 ^ uint64(k.action)<<8 ^ uint64(k.rtype)) * 0x94d049bb133111eb
+	h = (h ^ k.attrs ^ uint64(len(k.mech))<<40 ^ uint64(k.action)<<8 ^ uint64(k.rtype)) * 0x94d049bb133111eb
 	if k.mech != "" {
 		h ^= maphash.String(c.seed, k.mech)
 	}

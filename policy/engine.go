@@ -213,6 +213,7 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 	nowNS := now.UnixNano()
 	k := cacheKey{id: p.ID, org: p.Org, mech: p.Mechanism, name: q.Name, action: q.Action, rtype: q.Resource}
 	if rev.cache != nil {
+		k.attrs = rev.cache.printOf(p)
 		if d, ok := rev.cache.get(&k, nowNS); ok {
 			out := *d
 			out.Cached = true

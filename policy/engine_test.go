@@ -543,3 +543,45 @@ func TestDemoPrincipals(t *testing.T) {
 		t.Errorf("acme analyst orders.eu: %+v", d)
 	}
 }
+
+// A principal re-authenticated with other roles or attributes does not hit
+// its former self's cached decisions.
+func TestCacheKeyIncludesRolesAndAttributes(t *testing.T) {
+	e := newExample(t, nil)
+	before := &filter.Principal{ID: "x", Org: "acme", Mechanism: "PLAIN", Roles: []string{"admin"}}
+	after := &filter.Principal{ID: "x", Org: "acme", Mechanism: "PLAIN", Roles: []string{"partner"}}
+	q := func(p *filter.Principal) Decision {
+		return e.Decide(context.Background(), &Query{Principal: p, Action: ActionRead, Resource: ResourceTopic, Name: "payments.settled", Now: testNow})
+	}
+	if d := q(before); !d.Allow {
+		t.Fatalf("admin: %+v", d)
+	}
+	if d := q(before); !d.Cached {
+		t.Fatal("second admin decision not cached")
+	}
+	if d := q(after); d.Allow || d.Cached {
+		t.Fatalf("after losing admin: %+v", d)
+	}
+	withPurpose := &filter.Principal{ID: "x", Org: "acme", Mechanism: "PLAIN", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}}
+	if d := e.Decide(context.Background(), &Query{Principal: withPurpose, Action: ActionRead, Resource: ResourceTopic, Name: "orders.eu", Now: testNow}); d.Cached || d.GrantID() != "g-acme-orders-eu-analytics" {
+		t.Fatalf("with purpose: %+v", d)
+	}
+}
+
+// A principal as authn builds it: roles and an attribute.
+func BenchmarkDecideCachedAnalyst(b *testing.B) {
+	e := newExample(b, nil)
+	p := &filter.Principal{ID: "acme-analyst", Org: "acme", Mechanism: "SCRAM-SHA-256", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "analytics"}}
+	q := &Query{Principal: p, Action: ActionRead, Resource: ResourceTopic, Name: "demo", Now: testNow}
+	if d := e.Decide(context.Background(), q); !d.Allow {
+		b.Fatal(d.Reason)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if d := e.Decide(ctx, q); !d.Cached {
+			b.Fatal("not cached")
+		}
+	}
+}
