@@ -778,3 +778,11 @@ func TestShareFetchWithObligationsRefused(t *testing.T) {
 		t.Fatalf("share fetch delivered %+v", p)
 	}
 }
+
+func TestRefuses(t *testing.T) {
+	for key, want := range map[int16]bool{0: false, 1: false, 4: true, 18: false, 58: true, 83: true, 10001: true} {
+		if got := Refuses(key); got != want {
+			t.Errorf("Refuses(%d) = %v, want %v", key, got, want)
+		}
+	}
+}

@@ -258,3 +258,11 @@ func (f *Filter) allTopics(ctx context.Context, x *filter.Exchange, a Action, li
 	}
 	return nil
 }
+
+// Refuses reports whether the filter refuses every request of key outright
+// (inter-broker and controller APIs), so the proxy can leave the key out of
+// its ApiVersions answer. Keys without a rule are refused too.
+func Refuses(key int16) bool {
+	r, ok := ruleFor(key)
+	return !ok || r.kind == refused
+}
