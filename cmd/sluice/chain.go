@@ -55,7 +55,7 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 	var err error
 	if cfg.Authn != nil {
 		if f.authn, err = authn.New(*cfg.Authn, log.Named("authn"), reg); err != nil {
-			return nil, fmt.Errorf("authn: %w", err)
+			return nil, err
 		}
 	}
 	var upstreamOpts []kgo.Opt
@@ -64,7 +64,7 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 			return nil, err
 		}
 		if f.auditor, err = audit.New(*cfg.Audit, upstreamOpts, reg, log.Named("audit")); err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
+			return nil, err
 		}
 		f.onAuth = f.auditor.Auth
 	}
@@ -79,7 +79,7 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 			mc = *cfg.Masking
 		}
 		if f.mask, err = masking.NewFilter(mc, f.registry, log.Named("masking"), reg); err != nil {
-			return nil, fmt.Errorf("masking: %w", err)
+			return nil, err
 		}
 	}
 	if cfg.Policy != nil {
@@ -94,7 +94,7 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 			opts.OnReload = f.auditor.PolicyReload
 		}
 		if f.engine, err = policy.New(ctx, *cfg.Policy, opts); err != nil {
-			return nil, fmt.Errorf("policy: %w", err)
+			return nil, err
 		}
 		go func() {
 			if err := f.engine.Watch(ctx); err != nil && !errors.Is(err, context.Canceled) {

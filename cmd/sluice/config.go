@@ -29,13 +29,15 @@ type Config struct {
 
 	Log LogConfig `yaml:"log"`
 
-	// Feature sections. An absent section turns the feature off; a present
-	// one is decoded strictly over the package's defaults.
-	AuthnSection          *yaml.Node `yaml:"authn"`
-	PolicySection         *yaml.Node `yaml:"policy"`
-	AuditSection          *yaml.Node `yaml:"audit"`
-	MaskingSection        *yaml.Node `yaml:"masking"`
-	SchemaRegistrySection *yaml.Node `yaml:"schema_registry"`
+	// Feature sections, kept as raw nodes (yaml.v3 copies a node verbatim
+	// only into a yaml.Node value, not a pointer). An absent section turns
+	// the feature off; a present one is decoded strictly over the package's
+	// defaults.
+	AuthnSection          yaml.Node `yaml:"authn"`
+	PolicySection         yaml.Node `yaml:"policy"`
+	AuditSection          yaml.Node `yaml:"audit"`
+	MaskingSection        yaml.Node `yaml:"masking"`
+	SchemaRegistrySection yaml.Node `yaml:"schema_registry"`
 
 	// Decoded sections, nil when absent.
 	Authn          *authn.Config   `yaml:"-"`
@@ -86,37 +88,37 @@ func loadConfig(path string) (Config, error) {
 // decodeSections decodes each present feature section strictly over its
 // package's defaults.
 func (c *Config) decodeSections() error {
-	if c.AuthnSection != nil {
+	if c.AuthnSection.Kind != 0 {
 		v := authn.DefaultConfig()
-		if err := decodeSection("authn", c.AuthnSection, &v); err != nil {
+		if err := decodeSection("authn", &c.AuthnSection, &v); err != nil {
 			return err
 		}
 		c.Authn = &v
 	}
-	if c.PolicySection != nil {
+	if c.PolicySection.Kind != 0 {
 		v := policy.DefaultConfig()
-		if err := decodeSection("policy", c.PolicySection, &v); err != nil {
+		if err := decodeSection("policy", &c.PolicySection, &v); err != nil {
 			return err
 		}
 		c.Policy = &v
 	}
-	if c.AuditSection != nil {
+	if c.AuditSection.Kind != 0 {
 		v := audit.DefaultConfig()
-		if err := decodeSection("audit", c.AuditSection, &v); err != nil {
+		if err := decodeSection("audit", &c.AuditSection, &v); err != nil {
 			return err
 		}
 		c.Audit = &v
 	}
-	if c.MaskingSection != nil {
+	if c.MaskingSection.Kind != 0 {
 		v := masking.DefaultConfig()
-		if err := decodeSection("masking", c.MaskingSection, &v); err != nil {
+		if err := decodeSection("masking", &c.MaskingSection, &v); err != nil {
 			return err
 		}
 		c.Masking = &v
 	}
-	if c.SchemaRegistrySection != nil {
+	if c.SchemaRegistrySection.Kind != 0 {
 		v := schema.DefaultConfig()
-		if err := decodeSection("schema_registry", c.SchemaRegistrySection, &v); err != nil {
+		if err := decodeSection("schema_registry", &c.SchemaRegistrySection, &v); err != nil {
 			return err
 		}
 		c.SchemaRegistry = &v
@@ -147,22 +149,22 @@ func (c *Config) validate() error {
 	}
 	if c.Authn != nil {
 		if err := c.Authn.Validate(); err != nil {
-			return fmt.Errorf("authn: %w", err)
+			return err
 		}
 	}
 	if c.Policy != nil {
 		if err := c.Policy.Validate(); err != nil {
-			return fmt.Errorf("policy: %w", err)
+			return err
 		}
 	}
 	if c.Audit != nil {
 		if err := c.Audit.Validate(); err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return err
 		}
 	}
 	if c.Masking != nil {
 		if err := c.Masking.Validate(); err != nil {
-			return fmt.Errorf("masking: %w", err)
+			return err
 		}
 	}
 	if c.SchemaRegistry != nil {
