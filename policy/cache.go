@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -42,6 +44,22 @@ const printSlots = 256
 type printEntry struct {
 	p     *filter.Principal
 	print uint64
+	term  atomic.Pointer[ast.Term] // input.principal, built on first miss
+}
+
+// principalInput returns p's input term, memoised beside its fingerprint.
+func (c *cache) principalInput(p *filter.Principal) *ast.Term {
+	slot := &c.prints[(uintptr(unsafe.Pointer(p))>>4)%printSlots]
+	e := slot.Load()
+	if e == nil || e.p != p {
+		return principalTerm(p)
+	}
+	if t := e.term.Load(); t != nil {
+		return t
+	}
+	t := principalTerm(p)
+	e.term.Store(t)
+	return t
 }
 
 // principalPrint hashes roles (in order) and attributes (order-free).

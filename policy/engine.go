@@ -257,7 +257,11 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 func (e *Engine) eval(ctx context.Context, rev *revision, q *Query, now time.Time) (Decision, string, error) {
 	qq := *q
 	qq.Now = now
-	in := qq.input(rev.enrich(q))
+	en := rev.enrich(q)
+	if rev.cache != nil && q.Principal != nil {
+		en.principal = rev.cache.principalInput(q.Principal)
+	}
+	in := qq.input(en)
 	// A timer cancelling the evaluation is cheaper than a context with a
 	// deadline, for which OPA starts a goroutine per evaluation.
 	c := topdown.NewCancel()

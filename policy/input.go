@@ -188,16 +188,12 @@ type enrichment struct {
 	labels  ast.Value // resource labels (data.topics), nil if none
 	partner ast.Value // data.partners[principal.org], nil if none
 	grants  []*ast.Term
+	// principal is the principal's input term, if memoised.
+	principal *ast.Term
 }
 
-// input builds the OPA input document for q with what the engine looked up
-// in the data.
-func (q *Query) input(en enrichment) ast.Value {
-	labels := en.labels
-	p := q.Principal
-	if p == nil {
-		p = filter.Anonymous
-	}
+// principalTerm builds input.principal.
+func principalTerm(p *filter.Principal) *ast.Term {
 	roles := emptyArray
 	if len(p.Roles) > 0 {
 		rs := make([]*ast.Term, len(p.Roles))
@@ -223,6 +219,21 @@ func (q *Query) input(en enrichment) ast.Value {
 	)
 	if !p.Expires.IsZero() {
 		principal.Insert(kExpires, str(p.Expires.UTC().Format(time.RFC3339Nano)))
+	}
+	return ast.NewTerm(principal)
+}
+
+// input builds the OPA input document for q with what the engine looked up
+// in the data.
+func (q *Query) input(en enrichment) ast.Value {
+	labels := en.labels
+	p := q.Principal
+	if p == nil {
+		p = filter.Anonymous
+	}
+	principal := en.principal
+	if principal == nil {
+		principal = principalTerm(p)
 	}
 	lt := emptyObject
 	if labels != nil {
@@ -258,7 +269,7 @@ func (q *Query) input(en enrichment) ast.Value {
 		[2]*ast.Term{kNS, ast.NewTerm(ast.Number(strconv.FormatInt(now.UnixNano(), 10)))},
 	)
 	in := ast.NewObject(
-		[2]*ast.Term{kPrincipal, ast.NewTerm(principal)},
+		[2]*ast.Term{kPrincipal, principal},
 		[2]*ast.Term{kAction, actionTerm(q.Action)},
 		[2]*ast.Term{kResource, ast.NewTerm(resource)},
 		[2]*ast.Term{kRequest, ast.NewTerm(request)},
