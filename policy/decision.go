@@ -19,7 +19,7 @@ type Decision struct {
 	Obligations *filter.Obligations `json:"obligations,omitempty"`
 	// ExpiresAt, if non-zero, is when the decision stops being valid (the
 	// grant's valid_until, the credential's expiry).
-	ExpiresAt time.Time `json:"expires_at,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// NoCache is set when the policy asked not to cache the decision.
 	NoCache bool `json:"no_cache,omitempty"`
 	// Revision is the policy revision that decided.

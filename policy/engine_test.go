@@ -592,3 +592,13 @@ func BenchmarkDecideCachedAnalyst(b *testing.B) {
 		}
 	}
 }
+
+// The example inputs shipped for `sluice policy eval` decide as documented.
+func TestExampleInputs(t *testing.T) {
+	for file, want := range map[string]bool{"acme-reads-demo.json": true, "globex-reads-demo.json": false} {
+		d, err := EvalFile(context.Background(), exampleConfig(), filepath.Join("../configs/policies/inputs", file))
+		if err != nil || d.Allow != want {
+			t.Errorf("%s: allow %v, want %v (%s, %v)", file, d.Allow, want, d.Reason, err)
+		}
+	}
+}
