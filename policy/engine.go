@@ -45,6 +45,9 @@ type Engine struct {
 
 	reloadMu    sync.Mutex
 	fingerprint string // of the files the last load attempt saw
+
+	lastFailLog    atomic.Int64 // unix ns of the last fail-closed log line
+	failSuppressed atomic.Int64 // fail-closed log lines skipped since
 }
 
 // New validates cfg, loads and compiles the first revision and returns the
@@ -290,13 +293,21 @@ func (e *Engine) eval(ctx context.Context, rev *revision, q *Query, now time.Tim
 func (e *Engine) fail(q *Query, rev, reason string, err error) Decision {
 	e.m.errors.WithLabelValues(reason).Inc()
 	e.m.deny[0].Inc()
-	id := ""
-	if q.Principal != nil {
-		id = q.Principal.ID
+	// Errors are not cached, so a broken policy fails every request: log
+	// at most one line a second (the metric counts every failure).
+	now := time.Now().UnixNano()
+	if last := e.lastFailLog.Load(); now-last >= int64(time.Second) && e.lastFailLog.CompareAndSwap(last, now) {
+		id := ""
+		if q.Principal != nil {
+			id = q.Principal.ID
+		}
+		e.log.Error("policy failed closed", zap.String("reason", reason), zap.String("principal", id),
+			zap.String("action", q.Action.String()), zap.String("resource_type", q.Resource.String()),
+			zap.String("resource", q.Name), zap.String("revision", rev),
+			zap.Int64("suppressed", e.failSuppressed.Swap(0)), zap.Error(err))
+	} else {
+		e.failSuppressed.Add(1)
 	}
-	e.log.Error("policy failed closed", zap.String("reason", reason), zap.String("principal", id),
-		zap.String("action", q.Action.String()), zap.String("resource_type", q.Resource.String()),
-		zap.String("resource", q.Name), zap.String("revision", rev), zap.Error(err))
 	return Decision{Allow: false, Reason: "policy error: " + reason, Revision: rev, Error: reason}
 }
 
