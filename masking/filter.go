@@ -45,6 +45,8 @@ type Filter struct {
 
 	lastWarn atomic.Int64 // unix nanos of the last failure log line
 
+	onFailure func(c *filter.Conn, topic string, partition int32, reason string)
+
 	records    *prometheus.CounterVec
 	rewritten  prometheus.Counter
 	failures   *prometheus.CounterVec
@@ -106,6 +108,19 @@ func newFilter(cfg Config, src SchemaSource, log *zap.Logger, metrics prometheus
 // load time.
 func (f *Filter) Planner() *Planner { return f.planner }
 
+// OnFailure sets a hook told of every masking failure: a partition failed,
+// records delivered with the error marker, or a produce partition refused.
+// The audit package records them. Set it before the filter serves.
+func (f *Filter) OnFailure(fn func(c *filter.Conn, topic string, partition int32, reason string)) {
+	f.onFailure = fn
+}
+
+func (f *Filter) failed(x *filter.Exchange, topic string, partition int32, reason string) {
+	if f.onFailure != nil && x != nil {
+		f.onFailure(x.Conn, topic, partition, reason)
+	}
+}
+
 func (f *Filter) Name() string { return "mask" }
 
 func (f *Filter) Wants(key int16) bool {
@@ -155,7 +170,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 				stats.Bytes += int64(len(p.RecordBatches))
 				continue
 			}
-			f.maskFetchPartition(ctx, name, obl, p, &stats)
+			f.maskFetchPartition(ctx, x, name, obl, p, &stats)
 		}
 	}
 	x.Stats.Records += stats.Records
@@ -168,12 +183,13 @@ func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
 	f.partFailed.WithLabelValues("fetch").Inc()
 }
 
-func (f *Filter) maskFetchPartition(ctx context.Context, topic string, obl *filter.Obligations, p *kmsg.FetchResponseTopicPartition, stats *filter.Stats) {
+func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, topic string, obl *filter.Obligations, p *kmsg.FetchResponseTopicPartition, stats *filter.Stats) {
 	rs, err := f.planner.RuleSet(obl)
 	if err != nil {
 		f.log.Error("masking obligations do not compile", zap.String("topic", topic), zap.Error(err))
 		f.failures.WithLabelValues(reasonRule).Inc()
 		f.failFetch(p, kerr.UnknownServerError.Code)
+		f.failed(x, topic, p.Partition, "partition failed: obligations do not compile: "+err.Error())
 		return
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
@@ -188,11 +204,15 @@ func (f *Filter) maskFetchPartition(ctx context.Context, topic string, obl *filt
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
 		f.failFetch(p, kerr.UnknownServerError.Code)
+		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
 		return
 	}
-	if m.failures > 0 && f.warnAllowed() {
-		f.log.Warn("records delivered with a masking error marker", zap.String("topic", topic),
-			zap.Int32("partition", p.Partition), zap.Int("records", m.failures), zap.Error(m.lastErr))
+	if m.failures > 0 {
+		if f.warnAllowed() {
+			f.log.Warn("records delivered with a masking error marker", zap.String("topic", topic),
+				zap.Int32("partition", p.Partition), zap.Int("records", m.failures), zap.Error(m.lastErr))
+		}
+		f.failed(x, topic, p.Partition, fmt.Sprintf("%d records replaced by the error marker: %v", m.failures, m.lastErr))
 	}
 	p.RecordBatches = out
 	stats.Records += int64(st.Records)
@@ -269,6 +289,7 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 			if msg := f.producePartition(ctx, name, tc, obl, &p); msg != "" {
 				out = append(out, refused{name, t.TopicID, p.Partition, msg, kerr.InvalidRecord.Code})
 				f.partFailed.WithLabelValues("produce").Inc()
+				f.failed(x, name, p.Partition, "produce refused: "+msg)
 				continue
 			}
 			kept = append(kept, p)

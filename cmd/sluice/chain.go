@@ -110,6 +110,9 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 		f.filters = append(f.filters, policy.NewFilter(f.engine, log.Named("policy"), reg))
 	}
 	if f.mask != nil {
+		if f.auditor != nil {
+			f.mask.OnFailure(f.auditor.MaskFailure)
+		}
 		f.filters = append(f.filters, f.mask)
 	}
 	ok = true
