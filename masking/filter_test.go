@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -372,11 +373,18 @@ func TestOldMagicFailsClosed(t *testing.T) {
 	p.RecordBatches = set
 	tp.Partitions = append(tp.Partitions, p)
 	resp.Topics = append(resp.Topics, tp)
-	x := &filter.Exchange{Response: resp, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"payments": {Mask: demoRules}}}
+	var reported []string
+	f.OnFailure(func(_ *filter.Conn, topic string, partition int32, reason string) {
+		reported = append(reported, fmt.Sprintf("%s/%d: %s", topic, partition, reason))
+	})
+	x := &filter.Exchange{Conn: &filter.Conn{}, Response: resp, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"payments": {Mask: demoRules}}}
 	f.OnResponse(context.Background(), x)
 	got := resp.Topics[0].Partitions[0]
 	if got.ErrorCode != kerr.UnknownServerError.Code || bytes.Contains(got.RecordBatches, value) {
 		t.Fatalf("old-magic message set delivered: code %d", got.ErrorCode)
+	}
+	if len(reported) != 1 || !strings.HasPrefix(reported[0], "payments/0: partition failed") {
+		t.Fatalf("failure hook told %q", reported)
 	}
 	// Without obligations it passes untouched.
 	out, st, err := RewriteBatches(nil, set, passThrough{})
