@@ -786,3 +786,19 @@ func TestRefuses(t *testing.T) {
 		}
 	}
 }
+
+// With acks=0 there is no response: the denied topics are dropped
+// silently, as Kafka drops a refused acks=0 produce, and the connection
+// stays open.
+func TestProduceAcksZero(t *testing.T) {
+	f := newExampleFilter(t)
+	req := produceReqFor(9, "inbound.acme.returns", "orders.eu")
+	req.Acks = 0
+	x := exchange(acme, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || len(req.Topics) != 1 {
+		t.Fatalf("err %v topics %+v", err, req.Topics)
+	}
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatalf("response step without a response: %v", err)
+	}
+}
