@@ -802,3 +802,28 @@ func TestProduceAcksZero(t *testing.T) {
 		t.Fatalf("response step without a response: %v", err)
 	}
 }
+
+func TestStreamsGroupTopology(t *testing.T) {
+	f := newFilter(&fakeDecider{allow: func(q *Query) bool {
+		return q.Resource == ResourceGroup || (q.Action == ActionDescribe && q.Name == "in") || (q.Action == ActionCreate && q.Name == "app-store-changelog")
+	}}, nil, nil)
+	mk := func(changelog string) *kmsg.StreamsGroupHeartbeatRequest {
+		req := kmsg.NewPtrStreamsGroupHeartbeatRequest()
+		req.Group = "app"
+		topo := kmsg.NewStreamsGroupHeartbeatRequestTopology()
+		st := kmsg.NewStreamsGroupHeartbeatRequestTopologySubtopology()
+		st.SourceTopics = []string{"in"}
+		ti := kmsg.NewTopicInfo()
+		ti.Topic = changelog
+		st.StateChangelogTopics = append(st.StateChangelogTopics, ti)
+		topo.Subtopologies = append(topo.Subtopologies, st)
+		req.Topology = &topo
+		return req
+	}
+	if err := f.OnRequest(context.Background(), exchange(acme, mk("app-store-changelog"))); err != nil {
+		t.Fatalf("allowed topology refused: %v", err)
+	}
+	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(acme, mk("someone-elses-changelog")))); !ok || d.Code != kerr.TopicAuthorizationFailed.Code {
+		t.Fatal("internal topic creation not checked")
+	}
+}

@@ -66,7 +66,7 @@ var rules = map[int16]rule{
 	77: {name: "share_group_describe: describe group per group", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "GroupIDs", "Groups")},
 	78: {name: "share_fetch: read group; read topic per topic, on the request and the response", kind: enforced, req: shareFetchReq, resp: shareFetchResp},
 	79: {name: "share_acknowledge: read group; read topic per topic", kind: enforced, req: shareAckReq},
-	88: {name: "streams_group_heartbeat: read group", kind: enforced, req: group(ActionRead, func(r kmsg.Request) string { return r.(*kmsg.StreamsGroupHeartbeatRequest).Group })},
+	88: {name: "streams_group_heartbeat: read group; describe source topics, create internal topics", kind: enforced, req: streamsGroupHeartbeatReq},
 	89: {name: "streams_group_describe: describe group per group", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "Groups", "Groups")},
 	90: {name: "describe_share_group_offsets: describe group and topics; all or nothing", kind: enforced, req: describeShareGroupOffsetsReq},
 	91: {name: "alter_share_group_offsets: read group; read topic per topic", kind: enforced, req: alterShareGroupOffsetsReq},

@@ -139,6 +139,39 @@ func shareGroupHeartbeatReq(ctx context.Context, f *Filter, x *filter.Exchange) 
 	return f.subscribed(ctx, x, req.SubscribedTopicNames)
 }
 
+// streamsGroupHeartbeatReq checks the group and, when the member sends its
+// topology, the topics in it: source topics need describe, the internal
+// (changelog and repartition) topics the broker creates for the group need
+// create. Source regexes are resolved by the broker; what they assign is
+// enforced on fetch.
+func streamsGroupHeartbeatReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	req := x.Request.(*kmsg.StreamsGroupHeartbeatRequest)
+	if err := f.need(ctx, x, ActionRead, ResourceGroup, req.Group, codeGroup); err != nil {
+		return err
+	}
+	if req.Topology == nil {
+		return nil
+	}
+	for _, st := range req.Topology.Subtopologies {
+		if err := f.subscribed(ctx, x, st.SourceTopics); err != nil {
+			return err
+		}
+		internal := make([]string, 0, len(st.StateChangelogTopics)+len(st.RepartitionSourceTopics))
+		for _, t := range st.StateChangelogTopics {
+			internal = append(internal, t.Topic)
+		}
+		for _, t := range st.RepartitionSourceTopics {
+			internal = append(internal, t.Topic)
+		}
+		for _, t := range internal {
+			if d := f.decide(ctx, x, ActionCreate, ResourceTopic, t, nil); !d.Allow {
+				return f.refuse(x, codeTopic, fmt.Sprintf("create topic %q: %s", t, d.Reason))
+			}
+		}
+	}
+	return nil
+}
+
 func shareFetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	req := x.Request.(*kmsg.ShareFetchRequest)
 	if req.GroupID != nil {
