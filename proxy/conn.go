@@ -307,7 +307,7 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, tRead 
 func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead time.Time) bool {
 	p := &pending{buf: buf, tRead: tRead, chain: c.s.chains[h.Key]}
 	x := &p.x
-	x.Conn, x.Key, x.Version, x.CorrelationID, x.ClientID = c.fc, h.Key, h.Version, h.CorrelationID, h.ClientID
+	x.Conn, x.Key, x.Version, x.CorrelationID = c.fc, h.Key, h.Version, h.CorrelationID
 	x.Received, x.Topics = tRead, c.s.cluster
 	p.decodeResp = len(p.chain) > 0 || rewriteNeeded(h.Key, h.Version)
 
@@ -337,6 +337,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 			return false
 		}
 		x.Request = req
+		x.ClientID = h.ClientID()
 		p.buf = buf
 		for _, f := range p.chain {
 			err := f.OnRequest(c.ctx, x)

@@ -68,9 +68,11 @@ type requestHeader struct {
 	Key           int16
 	Version       int16
 	CorrelationID int32
-	ClientID      *string
-	Flexible      bool
-	BodyOffset    int // offset of the request body within the frame (after the size)
+	// clientID aliases the frame; nil for a null client id. ClientID()
+	// copies it, only when a filter needs it.
+	clientID   []byte
+	Flexible   bool
+	BodyOffset int // offset of the request body within the frame (after the size)
 }
 
 var (
@@ -109,8 +111,7 @@ func parseRequestHeader(frame []byte) (requestHeader, error) {
 		if len(frame) < off+n {
 			return h, errShortHeader
 		}
-		s := string(frame[off : off+n])
-		h.ClientID = &s
+		h.clientID = frame[off : off+n : off+n]
 		off += n
 	} else if n != -1 {
 		return h, fmt.Errorf("proxy: invalid client id length %d", n)
@@ -132,6 +133,15 @@ func parseRequestHeader(frame []byte) (requestHeader, error) {
 	}
 	h.BodyOffset = off
 	return h, nil
+}
+
+// ClientID returns a copy of the header's client id, nil if null.
+func (h *requestHeader) ClientID() *string {
+	if h.clientID == nil {
+		return nil
+	}
+	s := string(h.clientID)
+	return &s
 }
 
 // uvarint reads an unsigned varint at off.

@@ -35,8 +35,8 @@ func TestParseRequestHeaderEveryVersion(t *testing.T) {
 			if k == 7 && v == 0 {
 				continue // ControlledShutdown v0 has no client id
 			}
-			if h.ClientID == nil || *h.ClientID != clientID {
-				t.Fatalf("%s v%d: client id %v", kmsg.NameForKey(k), v, h.ClientID)
+			if id := h.ClientID(); id == nil || *id != clientID {
+				t.Fatalf("%s v%d: client id %q", kmsg.NameForKey(k), v, h.clientID)
 			}
 			body := req.AppendTo(nil)
 			if got := frame[h.BodyOffset:]; string(got) != string(body) {
