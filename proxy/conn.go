@@ -461,7 +461,7 @@ func (c *clientConn) connectUpstream() error {
 		c.up = up
 		c.upRaw = up.Conn
 		c.upVers = up.versions
-		c.versions = intersectVersions(up.versions, c.authRequired)
+		c.versions = intersectVersions(up.versions, c.authRequired, c.s.refuses)
 		c.s.cacheVersions(up.versions)
 		return nil
 	}
@@ -480,7 +480,7 @@ func (c *clientConn) apiVersions(h requestHeader, frame []byte, tRead time.Time)
 		if v := c.s.cachedVersions(); v != nil && (c.authRequired && !c.authenticated) {
 			// Do not dial upstream for an unauthenticated stranger.
 			c.upVers = v
-			c.versions = intersectVersions(v, c.authRequired)
+			c.versions = intersectVersions(v, c.authRequired, c.s.refuses)
 		} else if err := c.connectUpstream(); err != nil {
 			c.log.Warn("closing connection: upstream unavailable", zap.Error(err))
 			c.s.m.request(h.Key, outcomeError)

@@ -122,7 +122,7 @@ func TestApiVersionsIntersection(t *testing.T) {
 	add(42, 5, 2)   // inverted range → dropped
 	add(-1, 0, 3)   // garbage → dropped
 	t.Run("no sasl", func(t *testing.T) {
-		tbl := intersectVersions(up, false)
+		tbl := intersectVersions(up, false, nil)
 		for _, tc := range []struct {
 			key, version int16
 			want         bool
@@ -144,13 +144,19 @@ func TestApiVersionsIntersection(t *testing.T) {
 		}
 	})
 	t.Run("sasl", func(t *testing.T) {
-		tbl := intersectVersions(up, true)
+		tbl := intersectVersions(up, true, nil)
 		if !tbl.supports(17, 1) || !tbl.supports(36, 2) {
 			t.Fatal("SASL keys not served when client SASL is enabled")
 		}
 	})
+	t.Run("refused keys hidden", func(t *testing.T) {
+		tbl := intersectVersions(up, false, func(k int16) bool { return k == 1 })
+		if tbl.supports(1, 4) || !tbl.supports(0, 3) {
+			t.Fatal("a refused key is still offered, or another key was dropped")
+		}
+	})
 	t.Run("too new", func(t *testing.T) {
-		resp := intersectVersions(up, false).apiVersionsResponse(99, up)
+		resp := intersectVersions(up, false, nil).apiVersionsResponse(99, up)
 		if resp.Version != 0 || resp.ErrorCode != 35 || len(resp.ApiKeys) != 1 || resp.ApiKeys[0].ApiKey != 18 {
 			t.Fatalf("unexpected answer to a too-new ApiVersions: %+v", resp)
 		}

@@ -38,6 +38,10 @@ type Options struct {
 	Authenticator func(l ListenerConfig) (filter.Authenticator, error)
 	// OnAuth, if set, is told of every authentication attempt (audit).
 	OnAuth func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
+	// Refuses, if set, names API keys that are refused outright (the
+	// policy's inter-broker and controller keys): they are left out of
+	// ApiVersions answers so clients never try them.
+	Refuses func(key int16) bool
 }
 
 // Server is a running gateway.
@@ -49,6 +53,7 @@ type Server struct {
 	cluster *cluster
 	chains  [][]filter.Filter // by API key
 	onAuth  func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
+	refuses func(key int16) bool
 	groups  []*group
 
 	ctx    context.Context
@@ -112,6 +117,7 @@ func New(opts Options) (*Server, error) {
 		up:      up,
 		cluster: newCluster(log),
 		onAuth:  opts.OnAuth,
+		refuses: opts.Refuses,
 		conns:   map[*clientConn]struct{}{},
 	}
 	s.chains = make([][]filter.Filter, maxKey)

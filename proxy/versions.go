@@ -23,7 +23,7 @@ const (
 // intersectVersions computes the table for a connection from the upstream's
 // ApiVersions response. Keys the gateway does not know are dropped. SASL keys
 // are served by the gateway when saslEnabled, whatever the upstream says.
-func intersectVersions(up *kmsg.ApiVersionsResponse, saslEnabled bool) versionTable {
+func intersectVersions(up *kmsg.ApiVersionsResponse, saslEnabled bool, refuses func(int16) bool) versionTable {
 	t := make(versionTable, maxKey)
 	for i := range t {
 		t[i] = versionRange{0, -1}
@@ -32,6 +32,9 @@ func intersectVersions(up *kmsg.ApiVersionsResponse, saslEnabled bool) versionTa
 		a := apiFor(k.ApiKey)
 		if a == nil {
 			continue // vendor or future keys: never offered
+		}
+		if refuses != nil && refuses(k.ApiKey) {
+			continue
 		}
 		lo, hi := k.MinVersion, k.MaxVersion
 		if lo < 0 {

@@ -42,6 +42,7 @@ type features struct {
 	mask     *masking.Filter
 	filters  []filter.Filter
 	onAuth   func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
+	refuses  func(key int16) bool
 }
 
 func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*features, error) {
@@ -108,6 +109,7 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 	}
 	if f.engine != nil {
 		f.filters = append(f.filters, policy.NewFilter(f.engine, log.Named("policy"), reg))
+		f.refuses = policy.Refuses
 	}
 	if f.mask != nil {
 		if f.auditor != nil {
