@@ -189,27 +189,75 @@ func (c *clientConn) authEvent(mech string, p *filter.Principal, err error) {
 	}
 }
 
-// readRequest reads one frame into a pooled buffer holding the size prefix
-// and the frame; it returns the buffer and the frame without the prefix.
-func (c *clientConn) readRequest() (*[]byte, []byte, error) {
+// Frames at least cutThroughMin bytes long are read cut-through: only the
+// first headPeek bytes are read before the header is parsed; on the raw path
+// (no filter wants the key) the rest is copied to the upstream as it
+// arrives, instead of being stored whole first.
+const (
+	cutThroughMin = 256 << 10
+	headPeek      = 4 << 10
+	copyChunk     = 256 << 10
+)
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
+
+// readRequest reads one frame, or for a large frame its first headPeek
+// bytes, into a pooled buffer holding the size prefix and what was read. It
+// returns the buffer, the frame bytes read (without the prefix) and how many
+// bytes of the frame are still unread.
+func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	var sz [4]byte
 	if _, err := io.ReadFull(c.br, sz[:]); err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(sz[:]))
 	if n < 0 || n > c.s.cfg.MaxFrameBytes {
-		return nil, nil, fmt.Errorf("%w: %d bytes (max_frame_bytes %d)", errFrameTooLarge, n, c.s.cfg.MaxFrameBytes)
+		return nil, nil, 0, fmt.Errorf("%w: %d bytes (max_frame_bytes %d)", errFrameTooLarge, n, c.s.cfg.MaxFrameBytes)
 	}
-	buf := getBuf(int(n) + 4)
+	read := int(n)
+	if read >= cutThroughMin {
+		read = headPeek
+	}
+	buf := getBuf(read + 4)
 	b := append(*buf, sz[:]...)
-	b = b[:4+int(n)]
+	b = b[:4+read]
 	if _, err := io.ReadFull(c.br, b[4:]); err != nil {
 		putBuf(buf)
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	*buf = b
 	c.s.m.bytesIn.Add(float64(len(b)))
-	return buf, b[4:], nil
+	return buf, b[4:], int(n) - read, nil
+}
+
+// readRest completes a frame readRequest left partly unread.
+func (c *clientConn) readRest(buf *[]byte, frame []byte, rest int) (*[]byte, []byte, error) {
+	have := 4 + len(frame)
+	nb := getBuf(have + rest)
+	b := append(*nb, (*buf)[:have]...)
+	b = b[:have+rest]
+	putBuf(buf)
+	if _, err := io.ReadFull(c.br, b[have:]); err != nil {
+		putBuf(nb)
+		return nil, nil, err
+	}
+	*nb = b
+	c.s.m.bytesIn.Add(float64(rest))
+	return nb, b[4:], nil
+}
+
+// copyRest relays the unread rest of a cut-through frame to the upstream.
+func (c *clientConn) copyRest(rest int) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// writerOnly hides the upstream's ReadFrom, so that io.CopyBuffer uses
+	// our large buffer rather than a 32 KiB one.
+	n, err := io.CopyBuffer(struct{ io.Writer }{c.up}, io.LimitReader(c.br, int64(rest)), *bp)
+	c.s.m.bytesIn.Add(float64(n))
+	if err == nil && n < int64(rest) {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // readLoop reads requests until the client goes away, a request is refused
@@ -217,7 +265,7 @@ func (c *clientConn) readRequest() (*[]byte, []byte, error) {
 // drain, in which case in-flight requests are still answered.
 func (c *clientConn) readLoop() (drained bool) {
 	for {
-		buf, frame, err := c.readRequest()
+		buf, frame, rest, err := c.readRequest()
 		if err != nil {
 			select {
 			case <-c.draining:
@@ -236,12 +284,26 @@ func (c *clientConn) readLoop() (drained bool) {
 		}
 		tRead := time.Now()
 		if c.saslRaw {
+			if rest > 0 {
+				if buf, frame, err = c.readRest(buf, frame, rest); err != nil {
+					return false
+				}
+			}
 			if !c.saslRawToken(buf, frame, tRead) {
 				return false
 			}
 			continue
 		}
 		h, err := parseRequestHeader(frame)
+		if rest > 0 && (err != nil || !c.cutThrough(h, frame[min(h.BodyOffset, len(frame)):])) {
+			// Not for the raw path (or a header longer than the
+			// peek): read the whole frame.
+			if buf, frame, err = c.readRest(buf, frame, rest); err != nil {
+				return false
+			}
+			rest = 0
+			h, err = parseRequestHeader(frame)
+		}
 		if err != nil {
 			putBuf(buf)
 			if errors.Is(err, errUnknownKey) {
@@ -253,14 +315,33 @@ func (c *clientConn) readLoop() (drained bool) {
 			c.s.m.request(h.Key, outcomeError)
 			return false
 		}
-		if !c.dispatch(h, buf, frame, tRead) {
+		if !c.dispatch(h, buf, frame, rest, tRead) {
 			return c.answerThenClose
 		}
 	}
 }
 
-// dispatch handles one parsed request; false closes the connection.
-func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, tRead time.Time) bool {
+// cutThrough reports whether a large request may be relayed before it is
+// read whole: nothing needs it decoded, and for Produce the acks can be
+// seen in what was read.
+func (c *clientConn) cutThrough(h requestHeader, body []byte) bool {
+	switch h.Key {
+	case keyApiVersions, keySaslHandshake, keySaslAuthenticate:
+		return false
+	}
+	if a := apiFor(h.Key); a == nil || len(c.s.chains[h.Key]) > 0 {
+		return false
+	}
+	if h.Key == 0 {
+		_, ok := produceAcks(body, h.Version, h.Flexible)
+		return ok
+	}
+	return true
+}
+
+// dispatch handles one parsed request; false closes the connection. rest
+// is the unread tail of a cut-through frame.
+func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest int, tRead time.Time) bool {
 	if c.authRequired && !c.authenticated && h.Key != keyApiVersions && h.Key != keySaslHandshake && h.Key != keySaslAuthenticate {
 		putBuf(buf)
 		c.log.Warn("closing connection: request before SASL authentication", zap.String("api", apiName(h.Key)))
@@ -300,11 +381,12 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, tRead 
 		c.s.m.request(h.Key, outcomeError)
 		return false
 	}
-	return c.forward(h, buf, frame, tRead)
+	return c.forward(h, buf, frame, rest, tRead)
 }
 
-// forward runs the request filters and forwards the request upstream.
-func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead time.Time) bool {
+// forward runs the request filters and forwards the request upstream. A
+// cut-through frame (rest > 0) only takes the raw path.
+func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest int, tRead time.Time) bool {
 	p := &pending{buf: buf, tRead: tRead, chain: c.s.chains[h.Key]}
 	x := &p.x
 	x.Conn, x.Key, x.Version, x.CorrelationID = c.fc, h.Key, h.Version, h.CorrelationID
@@ -391,6 +473,9 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, tRead t
 	}
 	_, err := c.up.Write(out)
 	putBuf(wbuf)
+	if err == nil && rest > 0 {
+		err = c.copyRest(rest)
+	}
 	if err != nil {
 		c.log.Info("upstream write failed", zap.Error(err))
 		c.s.m.upstreamErrors.WithLabelValues("io").Inc()

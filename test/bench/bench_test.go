@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,8 +33,8 @@ const (
 
 var (
 	rounds      = envInt("SLUICE_BENCH_ROUNDS", 5)
-	produceMB   = envInt("SLUICE_BENCH_MB", 64)
-	rttSamples  = envInt("SLUICE_BENCH_RTT", 2000)
+	produceMB   = envInt("SLUICE_BENCH_MB", 256)
+	rttSamples  = envInt("SLUICE_BENCH_RTT", 1000)
 	onlyVariant = os.Getenv("SLUICE_BENCH_VARIANTS") // comma list; default all
 )
 
@@ -220,6 +221,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // BenchmarkGateway runs every variant in alternating rounds against one
 // 3-broker kfake cluster and reports medians and ratios to direct.
 func BenchmarkGateway(b *testing.B) {
+	// The cluster and the load generator share this process's heap; fewer
+	// GC cycles make rounds comparable (the gateway keeps its defaults).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(6))
 	if err != nil {
 		b.Fatal(err)
