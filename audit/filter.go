@@ -66,7 +66,7 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 	switch x.Key {
 	case 0:
 		if req, ok := x.Request.(*kmsg.ProduceRequest); ok {
-			counts = produceCounts(req)
+			counts = produceCounts(req, x.Topics)
 		}
 	case 1:
 		if resp, ok := x.Response.(*kmsg.FetchResponse); ok {
@@ -105,18 +105,23 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 	return nil
 }
 
-// produceCounts counts records and bytes per topic in a Produce request.
-func produceCounts(req *kmsg.ProduceRequest) map[string]filter.Stats {
+// produceCounts counts records and bytes per topic in a Produce request
+// (v13+ names topics by id, resolved through names).
+func produceCounts(req *kmsg.ProduceRequest, names filter.TopicResolver) map[string]filter.Stats {
 	m := make(map[string]filter.Stats, len(req.Topics))
 	for i := range req.Topics {
 		t := &req.Topics[i]
-		s := m[t.Topic]
+		name := t.Topic
+		if name == "" && names != nil {
+			name, _ = names.TopicName(t.TopicID)
+		}
+		s := m[name]
 		for j := range t.Partitions {
 			r, b := countBatches(t.Partitions[j].Records)
 			s.Records += r
 			s.Bytes += b
 		}
-		m[t.Topic] = s
+		m[name] = s
 	}
 	return m
 }

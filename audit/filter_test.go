@@ -52,6 +52,22 @@ func TestFilterCountsPerTopic(t *testing.T) {
 	f.OnResponse(ctx, x)
 	ordersBytes := int64(len(req.Topics[0].Partitions[0].Records) + len(req.Topics[0].Partitions[1].Records))
 
+	// Produce v13+: topics by id, resolved through the exchange.
+	sid := [16]byte{4, 5, 6}
+	req13 := kmsg.NewPtrProduceRequest()
+	req13.Version = 13
+	rt := kmsg.NewProduceRequestTopic()
+	rt.TopicID = sid
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batchBytes(t, 7, false)
+	rt.Partitions = append(rt.Partitions, rp)
+	req13.Topics = append(req13.Topics, rt)
+	x = exchange(c, 0, allowTopic("shipments", 0))
+	x.Version = 13
+	x.Request = req13
+	x.Topics = resolver{sid: "shipments"}
+	f.OnResponse(ctx, x)
+
 	// Fetch v13+: topics by id, resolved through the exchange.
 	id := [16]byte{1, 2, 3}
 	resp := kmsg.NewPtrFetchResponse()
@@ -83,6 +99,7 @@ func TestFilterCountsPerTopic(t *testing.T) {
 	want := []string{
 		fmt.Sprintf("Produce allow orders 5/%d", ordersBytes),
 		"Produce deny payments 0/0",
+		fmt.Sprintf("Produce allow shipments 7/%d", len(rp.Records)),
 		fmt.Sprintf("Fetch allow orders 6/%d", len(fp.RecordBatches)),
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
