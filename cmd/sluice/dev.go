@@ -94,7 +94,9 @@ func cmdDev(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runGateway(ctx, cfg, log, func(srv *proxy.Server) { printDevBanner(cfg, srv, reg.URL(), kf.ListenAddrs()) })
+	return runGateway(ctx, cfg, log, func(srv *proxy.Server) {
+		printDevBanner(cfg, srv, reg.URL(), kf.ListenAddrs(), filepath.Join(dir, "audit.key.pub"))
+	})
 }
 
 // devFiles writes the embedded policies, data and demo credentials, and
@@ -193,7 +195,7 @@ func devSeed(cfg Config, upstream []string, log *zap.Logger) error {
 	return nil
 }
 
-func printDevBanner(cfg Config, srv *proxy.Server, registryURL string, upstream []string) {
+func printDevBanner(cfg Config, srv *proxy.Server, registryURL string, upstream []string, pubKey string) {
 	boot := srv.Addrs()["default"]
 	_, port, _ := net.SplitHostPort(boot)
 	addr := net.JoinHostPort(cfg.AdvertisedHost, port)
@@ -236,9 +238,9 @@ func printDevBanner(cfg Config, srv *proxy.Server, registryURL string, upstream 
 
   Every decision above is in the audit topic:
     sluice audit tail --upstream %[5]s --topic %[4]s
-    sluice audit verify --upstream %[5]s --topic %[4]s
+    sluice audit verify --upstream %[5]s --topic %[4]s --public-key %[6]s
 
   Ctrl-C stops the gateway, the cluster and the registry.
 
-`, sasl("acme-analyst"), sasl("globex-analyst"), registryURL, devAuditTopic, upstream[0])
+`, sasl("acme-analyst"), sasl("globex-analyst"), registryURL, devAuditTopic, upstream[0], pubKey)
 }
