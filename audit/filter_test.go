@@ -133,8 +133,11 @@ func TestFailOpenServesAndCountsDrops(t *testing.T) {
 		t.Fatal("fail_open reported failing closed")
 	}
 	cl.failing.Store(false)
+	// Once the spool has drained, later events reach the topic; the
+	// chain shows the loss before them.
+	waitFor(t, "spool drained", func() bool { return env.a.spoolBytes.Load() == 0 })
+	f.OnResponse(ctx, exchange(c, 0, denyTopic("after")))
 	env.close(t)
-	// The chain shows the loss.
 	recs, _ := events(t, cl)
 	rep := VerifyRecords(recs, env.pub)
 	if rep.OK() || (rep.Problems[0].Kind != ProblemGap && rep.Problems[0].Kind != ProblemTruncatedStart) {

@@ -92,38 +92,43 @@ func drainOut(out chan []byte, batch [][]byte) [][]byte {
 	return batch
 }
 
-// deliver writes batch to the topic if nothing older waits, else (or if
-// the write fails) behind held into the spool, and returns what still
+// deliver writes held (the oldest records, which the spool could not take)
+// and then batch to the topic if nothing is spooled, else (or if the write
+// fails) behind the spool, spooling as much as fits, and returns what still
 // could not be spooled, updating health.
 func (a *Auditor) deliver(held, batch [][]byte) [][]byte {
 	a.spoolMu.Lock()
-	direct := len(held) == 0 && a.spool.empty()
+	direct := a.spool.empty()
 	a.spoolMu.Unlock()
-	if direct && len(batch) > 0 {
+	if direct && len(held)+len(batch) > 0 {
+		// Nothing older waits in the spool: held and batch go to the
+		// topic in order.
+		recs := append(held, batch...)
 		t := time.NewTimer(a.cfg.ProduceTimeout)
-		written, failed := a.produce(batch, t.C, a.deadlineDone())
+		written, failed := a.produce(recs, t.C, a.deadlineDone())
 		t.Stop()
 		a.m.written.Add(float64(written))
+		held, batch = nil, failed
 		if len(failed) == 0 {
+			a.setHealth(nil)
 			return nil
 		}
-		batch = failed
 	}
 	a.spoolMu.Lock()
 	defer a.spoolMu.Unlock()
 	var err error
 	if len(held) > 0 {
-		if err = a.spool.append(held); err == nil {
-			a.m.spooled.Add(float64(len(held)))
-			held = nil
-		}
+		var n int
+		n, err = a.spool.appendFit(held)
+		a.m.spooled.Add(float64(n))
+		held = held[n:]
 	}
 	if len(batch) > 0 {
 		if len(held) == 0 {
-			if err = a.spool.append(batch); err == nil {
-				a.m.spooled.Add(float64(len(batch)))
-				batch = nil
-			}
+			var n int
+			n, err = a.spool.appendFit(batch)
+			a.m.spooled.Add(float64(n))
+			batch = batch[n:]
 		}
 		held = append(held, batch...)
 	}
@@ -337,13 +342,13 @@ func (a *Auditor) finalSpool(rest [][]byte) {
 	}
 	a.spoolMu.Lock()
 	defer a.spoolMu.Unlock()
-	if err := a.spool.append(rest); err != nil {
-		a.m.dropped.Add(float64(len(rest)))
-		a.log.Error("audit events lost at shutdown", zap.Int("events", len(rest)), zap.Error(err))
-		return
-	}
-	a.m.spooled.Add(float64(len(rest)))
+	n, err := a.spool.appendFit(rest)
+	a.m.spooled.Add(float64(n))
 	a.spoolBytes.Store(a.spool.pending())
+	if err != nil {
+		a.m.dropped.Add(float64(len(rest) - n))
+		a.log.Error("audit events lost at shutdown", zap.Int("events", len(rest)-n), zap.Error(err))
+	}
 }
 
 // ensureTopic creates the audit topic if it does not exist (best effort:

@@ -240,6 +240,31 @@ func (s *spool) append(vals [][]byte) error {
 	return nil
 }
 
+// appendFit appends the longest prefix of vals that fits in the spool and
+// returns its length; when not all of vals fit, the error is errSpoolFull
+// (or the write error).
+func (s *spool) appendFit(vals [][]byte) (int, error) {
+	room := s.max - s.total
+	n := 0
+	for _, v := range vals {
+		need := spoolHeader + int64(len(v))
+		if need > room {
+			break
+		}
+		room -= need
+		n++
+	}
+	if n > 0 {
+		if err := s.append(vals[:n]); err != nil {
+			return 0, err
+		}
+	}
+	if n < len(vals) {
+		return n, errSpoolFull
+	}
+	return n, nil
+}
+
 func (s *spool) rotate() error {
 	n := s.segs[len(s.segs)-1] + 1
 	f, err := os.OpenFile(s.segPath(n), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
