@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/sluice-gw/sluice/proxy/authn/authntest"
+	"github.com/sluice-gw/sluice/test/harness"
 )
 
 // TestPolicyReloadStopsConnectedConsumer proves issue 3's "a policy change
@@ -82,6 +85,15 @@ func testReload(t *testing.T, newGrant string) {
 		assertSameValues(t, recordValues(env.k.poll(ctx, t, c.cl, 3)), values("before", 3))
 	}
 
+	// confluent-kafka-python (librdkafka) in a consumer group of its own.
+	var py *pyConsumer
+	if harness.PythonDriver().Available() == nil {
+		py = startPythonConsumer(ctx, t, env, "e2e.reload-py")
+		py.await(t, values("before", 3))
+	} else {
+		t.Logf("confluent-kafka-python is not available; only franz-go and the raw session are checked")
+	}
+
 	// A raw connection with an incremental fetch session on one partition
 	// (the case where a client does not re-list partitions).
 	rf := newRawFetcher(ctx, t, env, admin)
@@ -139,6 +151,9 @@ func testReload(t *testing.T, newGrant string) {
 		}
 		opened += c.connects.Load() - before[i][0]
 	}
+	if py != nil {
+		py.assertDenied(t)
+	}
 	// Nobody else reconnected either: every connection the gateway accepted
 	// since the change is one the clients reported opening.
 	opened += adminConns.Load() - adminBefore
@@ -153,6 +168,10 @@ func testReload(t *testing.T, newGrant string) {
 	got := rf.fetch(t, false)
 	if got.records != 0 || !got.denied {
 		t.Errorf("raw fetch session after the change: %+v, want TOPIC_AUTHORIZATION_FAILED and no record", got)
+	}
+	if got.null != 0 {
+		t.Errorf("raw fetch v11 after the change: %d denied partition(s) carry null records (length -1); Kafka sends empty records, "+
+			"and librdkafka fails to parse null ones (proxy/kafkaerr's Fetch echo leaves RecordBatches nil)", got.null)
 	}
 	if got := rf.fetch(t, false); got.records != 0 {
 		t.Errorf("raw fetch session, second fetch after the change: %d records", got.records)
@@ -175,6 +194,87 @@ func metricValue(t *testing.T, env *identityEnv, series string) float64 {
 	return parseMetrics(t, env.gw.Metrics(t))[series]
 }
 
+// pyConsumer is the python driver consuming idGranted in a group, its
+// records read as they arrive.
+type pyConsumer struct {
+	lines  chan string
+	stderr strings.Builder
+	done   chan error
+}
+
+func startPythonConsumer(ctx context.Context, t *testing.T, env *identityEnv, group string) *pyConsumer {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, harness.Python, filepath.Join(harness.ClientsDir(), "confluent_driver.py"),
+		"consume", "--topic", idGranted, "--count", "1000", "--group", group, "--timeout", "30",
+		"--bootstrap", env.gw.Bootstrap, "--sasl-mechanism", "SCRAM-SHA-256", "--user", idPartner, "--password", idPartPw)
+	p := &pyConsumer{lines: make(chan string, 100), done: make(chan error, 1)}
+	cmd.Stderr = &p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return p
+}
+
+// await reads records until it has want (in any order).
+func (p *pyConsumer) await(t *testing.T, want []string) {
+	t.Helper()
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("python consumer exited after %q: %s", got, p.stderr.String())
+			}
+			got = append(got, driverValues(t, l)...)
+		case <-timeout:
+			t.Fatalf("python consumer: %q after 30s", got)
+		}
+	}
+	assertSameValues(t, got, want)
+}
+
+// assertDenied waits for the python consumer to fail with
+// TOPIC_AUTHORIZATION_FAILED, having read no further record.
+func (p *pyConsumer) assertDenied(t *testing.T) {
+	t.Helper()
+	var late []string
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if ok {
+				late = append(late, driverValues(t, l)...)
+				continue
+			}
+			err := <-p.done
+			if len(late) > 0 {
+				t.Errorf("python consumer read %q after the grant changed", late)
+			}
+			if err == nil || !strings.Contains(p.stderr.String(), `"TOPIC_AUTHORIZATION_FAILED"`) {
+				t.Errorf("python consumer ended with %v, want TOPIC_AUTHORIZATION_FAILED: %s", err, p.stderr.String())
+			}
+			return
+		case <-timeout:
+			t.Errorf("python consumer still running 10s after the change (read %q since): %s", late, p.stderr.String())
+			return
+		}
+	}
+}
+
 // rawFetcher is one authenticated connection to a partition leader with an
 // incremental fetch session (KIP-227) on idGranted partition 0.
 type rawFetcher struct {
@@ -188,6 +288,10 @@ type fetchResult struct {
 	records int
 	denied  bool
 	codes   []int16
+	// null counts partitions answered with null records (length -1),
+	// which Kafka never sends and librdkafka (2.0.2, Debian's kcat and
+	// confluent-kafka-python) rejects as "Protocol parse failure for Fetch".
+	null int
 }
 
 func newRawFetcher(ctx context.Context, t *testing.T, env *identityEnv, admin *kgo.Client) *rawFetcher {
@@ -231,13 +335,14 @@ func newRawFetcher(ctx context.Context, t *testing.T, env *identityEnv, admin *k
 	return &rawFetcher{rc: rc}
 }
 
-// fetch sends the next fetch of the session (v12: topic names, sessions):
+// fetch sends the next fetch of the session (v11, as librdkafka 2.0.2:
+// topic names, sessions, preferred read replica):
 // the first is full and creates the session, later ones are incremental
 // and name the partition only if list is set.
 func (f *rawFetcher) fetch(t *testing.T, list bool) fetchResult {
 	t.Helper()
 	req := kmsg.NewPtrFetchRequest()
-	req.SetVersion(12)
+	req.SetVersion(11)
 	req.ReplicaID = -1
 	req.MaxWaitMillis = 200
 	req.MinBytes = 1
@@ -274,6 +379,9 @@ func (f *rawFetcher) fetch(t *testing.T, list bool) fetchResult {
 		for _, p := range tp.Partitions {
 			if p.ErrorCode != 0 {
 				out.codes = append(out.codes, p.ErrorCode)
+			}
+			if p.RecordBatches == nil {
+				out.null++
 			}
 			n, next := countRecords(t, p.RecordBatches)
 			out.records += n
