@@ -107,6 +107,7 @@ func startIdentityEnv(t *testing.T, withMTLS bool, extra map[string]any) *identi
 		if env.pki, err = authntest.NewPKI(filepath.Join(dir, "pki"), nil,
 			authntest.CertSubject{Name: "partner", CommonName: "mtls-partner", Organization: []string{"e2e"}},
 			authntest.CertSubject{Name: "rival", CommonName: "mtls-rival", Organization: []string{"rival"}},
+			authntest.CertSubject{Name: "noorg", CommonName: "mtls-noorg"},
 		); err != nil {
 			t.Fatal(err)
 		}

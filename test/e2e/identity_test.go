@@ -78,6 +78,26 @@ func TestIdentityOAuthAndMTLS(t *testing.T) {
 			},
 		},
 	}
+	// Certificates that do not make a principal: none at all (the listener
+	// requires one: the TLS handshake fails), and one without the
+	// organisation the mapping needs (refused after the handshake, counted).
+	t.Run("mtls/refused", func(t *testing.T) {
+		t.Parallel()
+		before := metricValue(t, env, `sluice_authn_failures_total{mechanism="mtls",reason="bad_certificate"}`)
+		for _, name := range []string{"", "noorg"} {
+			cl := tlsClient(t, name).newClient(t, env.mtls, kgo.RequestRetries(0))
+			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := kmsg.NewPtrMetadataRequest().RequestWith(rctx, cl)
+			rcancel()
+			cl.Close()
+			if err == nil {
+				t.Errorf("client certificate %q: metadata answered on the mTLS listener", name)
+			}
+		}
+		if after := metricValue(t, env, `sluice_authn_failures_total{mechanism="mtls",reason="bad_certificate"}`); after <= before {
+			t.Errorf("sluice_authn_failures_total{mechanism=\"mtls\",reason=\"bad_certificate\"} stayed at %v after a certificate without organisation", after)
+		}
+	})
 	for _, kind := range kinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
