@@ -244,6 +244,35 @@ func TestIdentityOAuthSessionLifetime(t *testing.T) {
 		rc.conn.Close()
 	}
 
+	// A client that does not re-authenticate: once the token's session is
+	// over, its next request closes the connection (KIP-368, as Kafka).
+	{
+		rc := dialRaw(t, env.gw.Bootstrap)
+		hs := kmsg.NewPtrSASLHandshakeRequest()
+		hs.SetVersion(1)
+		hs.Mechanism = "OAUTHBEARER"
+		if _, err := rc.roundTrip(hs); err != nil {
+			t.Fatal(err)
+		}
+		au := kmsg.NewPtrSASLAuthenticateRequest()
+		au.SetVersion(2)
+		au.SASLAuthBytes = []byte("n,,\x01auth=Bearer " + env.token(t, "oauth-partner", "e2e", 2*time.Second) + "\x01\x01")
+		resp, err := rc.roundTrip(au)
+		if err != nil || resp.(*kmsg.SASLAuthenticateResponse).ErrorCode != 0 {
+			t.Fatalf("SaslAuthenticate: %v %+v", err, resp)
+		}
+		lt := time.Duration(resp.(*kmsg.SASLAuthenticateResponse).SessionLifetimeMillis) * time.Millisecond
+		md := kmsg.NewPtrMetadataRequest()
+		md.SetVersion(12)
+		if _, err := rc.roundTrip(md); err != nil {
+			t.Fatalf("metadata inside the session (lifetime %v): %v", lt, err)
+		}
+		time.Sleep(lt + 200*time.Millisecond)
+		if _, err := rc.roundTrip(md); err == nil || !closed(err) {
+			t.Errorf("metadata after the session lifetime (%v) ended: %v, want the connection closed", lt, err)
+		}
+	}
+
 	// franz-go with 3s tokens: it must re-authenticate on the connection
 	// before the session ends, and consuming goes on.
 	env.seed(ctx, t, idGranted, "before-reauth")
