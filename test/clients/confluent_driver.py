@@ -5,7 +5,10 @@ Subcommands (all take --bootstrap, and --sasl-mechanism/--user/--password,
 --ca-file for SASL and TLS):
 
   produce  --topic T --count N [--prefix P]   values P-0 .. P-(N-1), keys k0..
+           [--value-hex H]  every value is the bytes H instead
   consume  --topic T --count N [--group G --commit]
+           [--isolation read_committed|read_uncommitted]
+           [--avro-registry URL]  also decode Confluent wire-format Avro
            prints one JSON object per record on stdout
   metadata prints {"brokers": [...], "topics": [...]} as JSON
 
@@ -17,10 +20,15 @@ Run it with Debian's /usr/bin/python3, which has python3-confluent-kafka.
 """
 
 import argparse
+import base64
+import datetime
+import decimal
+import io
 import json
 import os
 import sys
 import time
+import urllib.request
 import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -102,10 +110,12 @@ def cmd_produce(args):
             delivered[0] += 1
 
     deadline = time.monotonic() + args.timeout
+    fixed = bytes.fromhex(args.value_hex) if args.value_hex is not None else None
     for i in range(args.count):
+        value = fixed if fixed is not None else ("%s-%d" % (args.prefix, i)).encode()
         while True:
             try:
-                p.produce(args.topic, key=b"k%d" % i, value=("%s-%d" % (args.prefix, i)).encode(), on_delivery=on_delivery)
+                p.produce(args.topic, key=b"k%d" % i, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -123,21 +133,86 @@ def cmd_produce(args):
     print(json.dumps({"produced": delivered[0], "topic": args.topic}))
 
 
-def emit(msg):
+class AvroDecoder:
+    """Decodes Confluent wire-format values (magic 0, 4-byte big-endian
+    schema id, Avro binary) with Apache Avro's Python library, fetching each
+    writer schema once from the registry (GET /schemas/ids/{id})."""
+
+    def __init__(self, url):
+        import avro.io
+        import avro.schema
+
+        self.avro_io = avro.io
+        self.avro_schema = avro.schema
+        self.url = url.rstrip("/")
+        self.schemas = {}
+
+    def schema(self, sid):
+        if sid not in self.schemas:
+            with urllib.request.urlopen("%s/schemas/ids/%d" % (self.url, sid), timeout=10) as r:
+                doc = json.load(r)
+            self.schemas[sid] = self.avro_schema.parse(doc["schema"])
+        return self.schemas[sid]
+
+    def decode(self, value):
+        """Returns (schema id, decoded value as JSON-able data)."""
+        if len(value) < 5 or value[0] != 0:
+            raise ValueError("not in confluent wire format: %d bytes, first %r" % (len(value), value[:1]))
+        sid = int.from_bytes(value[1:5], "big")
+        buf = io.BytesIO(value[5:])
+        datum = self.avro_io.DatumReader(self.schema(sid)).read(self.avro_io.BinaryDecoder(buf))
+        rest = len(value) - 5 - buf.tell()
+        if rest:
+            raise ValueError("%d bytes left after the record (schema id %d)" % (rest, sid))
+        return sid, plain(datum)
+
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def plain(v):
+    """JSON-able form of a decoded Avro value, the same as the kafkajs
+    driver's: decimal as its decimal text, timestamp-millis as epoch
+    milliseconds, date as days since the epoch, bytes and fixed as hex."""
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, datetime.datetime):
+        return (v - EPOCH) // datetime.timedelta(milliseconds=1)
+    if isinstance(v, datetime.date):
+        return (v - datetime.date(1970, 1, 1)).days
+    if isinstance(v, datetime.time):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return v
+
+
+def emit(msg, avro_decoder=None):
     key = msg.key()
     value = msg.value()
-    print(
-        json.dumps(
-            {
-                "topic": msg.topic(),
-                "partition": msg.partition(),
-                "offset": msg.offset(),
-                "key": key.decode("utf-8", "replace") if key is not None else None,
-                "value": value.decode("utf-8", "replace") if value is not None else None,
-            }
-        ),
-        flush=True,
-    )
+    rec = {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "value": value.decode("utf-8", "replace") if value is not None else None,
+    }
+    if avro_decoder is not None:
+        rec["value_b64"] = base64.b64encode(value).decode() if value is not None else None
+        rec["headers"] = {k: (v.decode("utf-8", "replace") if v is not None else None) for k, v in (msg.headers() or [])}
+        rec["avro"] = None
+        if value is not None:
+            try:
+                rec["schema_id"], rec["avro"] = avro_decoder.decode(value)
+            except Exception as e:  # reported per record; the test decides
+                rec["avro_error"] = "%s: %s" % (type(e).__name__, e)
+    print(json.dumps(rec), flush=True)
 
 
 def cmd_consume(args):
@@ -154,6 +229,9 @@ def cmd_consume(args):
             "error_cb": record_error(errors),
         }
     )
+    if args.isolation:
+        conf["isolation.level"] = args.isolation
+    avro_decoder = AvroDecoder(args.avro_registry) if args.avro_registry else None
     c = Consumer(conf)
     try:
         if grouped:
@@ -182,7 +260,7 @@ def cmd_consume(args):
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise from_kafka_error(msg.error(), "consume")
-            emit(msg)
+            emit(msg, avro_decoder)
             positions[msg.partition()] = msg.offset() + 1
             got += 1
         if grouped and args.commit:
@@ -246,11 +324,14 @@ def parse(argv):
     p.add_argument("--topic", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--prefix", default="msg")
+    p.add_argument("--value-hex", help="produce these bytes (hex) as every value instead of P-i")
     c = sub.add_parser("consume", parents=[common])
     c.add_argument("--topic", required=True)
     c.add_argument("--count", type=int, required=True)
     c.add_argument("--group")
     c.add_argument("--commit", action="store_true")
+    c.add_argument("--isolation", choices=["read_committed", "read_uncommitted"], help="default: librdkafka's (read_committed)")
+    c.add_argument("--avro-registry", help="schema registry URL: decode values as Confluent wire-format Avro")
     sub.add_parser("metadata", parents=[common])
     args = ap.parse_args(argv)
     if getattr(args, "commit", False) and not args.group:

@@ -6,6 +6,8 @@
 //
 //   produce  --topic T --count N [--prefix P]   values P-0 .. P-(N-1), keys k0..
 //   consume  --topic T --count N [--group G --commit]
+//            [--avro-registry URL]  also decode Confluent wire-format Avro
+//            with @kafkajs/confluent-schema-registry
 //            prints one JSON object per record on stdout
 //   metadata prints {"brokers": [...], "topics": [...]} as JSON
 //
@@ -26,7 +28,8 @@ function parseArgs(argv) {
     throw new UsageError('usage: kafkajs_driver.js produce|consume|metadata --bootstrap B [options]');
   }
   const flags = { prefix: 'msg', timeout: 30, commit: false };
-  const valued = ['bootstrap', 'topic', 'count', 'prefix', 'group', 'sasl-mechanism', 'user', 'password', 'ca-file', 'timeout', 'log-level'];
+  const valued = ['bootstrap', 'topic', 'count', 'prefix', 'group', 'sasl-mechanism', 'user', 'password', 'ca-file', 'timeout', 'log-level',
+    'avro-registry'];
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
     if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${a}`);
@@ -124,8 +127,56 @@ async function produce(flags) {
   }
 }
 
+// avroRegistry returns a decoder of Confluent wire-format Avro values using
+// @kafkajs/confluent-schema-registry (avsc underneath), with decimals read as
+// their decimal text. Other logical types stay as their underlying values
+// (timestamp-millis: epoch milliseconds, date: days since the epoch, uuid:
+// the string), the same JSON the python driver prints.
+function avroRegistry(url) {
+  const { SchemaRegistry, SchemaType } = require('@kafkajs/confluent-schema-registry');
+  const avsc = require('avsc');
+  class DecimalType extends avsc.types.LogicalType {
+    constructor(attrs, opts) {
+      super(attrs, opts);
+      this.scale = attrs.scale || 0;
+    }
+    _fromValue(buf) {
+      let n = 0n;
+      for (const b of buf) n = (n << 8n) | BigInt(b);
+      if (buf.length > 0 && buf[0] & 0x80) n -= 1n << BigInt(8 * buf.length);
+      const neg = n < 0n;
+      let digits = (neg ? -n : n).toString().padStart(this.scale + 1, '0');
+      if (this.scale > 0) digits = `${digits.slice(0, -this.scale)}.${digits.slice(-this.scale)}`;
+      return (neg ? '-' : '') + digits;
+    }
+    _toValue() {
+      throw new Error('decimal encoding is not needed by this driver');
+    }
+    _resolve(type) {
+      return avsc.Type.isType(type, 'bytes', 'fixed') ? (v) => v : undefined;
+    }
+  }
+  const registry = new SchemaRegistry({ host: url }, { [SchemaType.AVRO]: { logicalTypes: { decimal: DecimalType } } });
+  return async (value) => {
+    if (value.length < 5 || value[0] !== 0) throw new Error(`not in confluent wire format: ${value.length} bytes`);
+    return { schemaId: value.readUInt32BE(1), decoded: await registry.decode(value) };
+  };
+}
+
+function plainJSON(v) {
+  if (Buffer.isBuffer(v)) return v.toString('hex');
+  if (Array.isArray(v)) return v.map(plainJSON);
+  if (v && typeof v === 'object') {
+    const o = {};
+    for (const [k, x] of Object.entries(v)) o[k] = plainJSON(x);
+    return o;
+  }
+  return v;
+}
+
 async function consume(flags) {
   const kafka = kafkaFor(flags);
+  const decode = flags['avro-registry'] ? avroRegistry(flags['avro-registry']) : null;
   const grouped = Boolean(flags.group);
   const groupId = flags.group || `sluice-e2e-assign-${crypto.randomUUID()}`;
   const consumer = kafka.consumer({
@@ -145,13 +196,32 @@ async function consume(flags) {
       autoCommit: false,
       eachMessage: async ({ topic, partition, message }) => {
         if (got >= flags.count) return;
-        out({
+        const rec = {
           topic,
           partition,
           offset: Number(message.offset),
           key: message.key === null ? null : message.key.toString('utf8'),
           value: message.value === null ? null : message.value.toString('utf8'),
-        });
+        };
+        if (decode) {
+          rec.value_b64 = message.value === null ? null : message.value.toString('base64');
+          rec.headers = {};
+          for (const [k, v] of Object.entries(message.headers || {})) {
+            rec.headers[k] = v === null || v === undefined ? null : v.toString('utf8');
+          }
+          rec.avro = null;
+          if (message.value !== null) {
+            try {
+              const { schemaId, decoded } = await decode(message.value);
+              rec.schema_id = schemaId;
+              rec.avro = plainJSON(decoded);
+            } catch (e) {
+              rec.avro_error = `${e.name}: ${e.message}`;
+            }
+          }
+        }
+        if (got >= flags.count) return;
+        out(rec);
         positions.set(partition, BigInt(message.offset) + 1n);
         got++;
         if (got >= flags.count) finish.resolve();
