@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/audit"
+)
+
+// TestAuditSpoolsAndReplaysInOrder makes the audit topic unwritable (every
+// Produce to it answered NOT_ENOUGH_REPLICAS by the cluster) while a
+// partner keeps producing through the gateway: requests are still served,
+// events go to the spool; when the topic is writable again every event
+// arrives, in order, and `sluice audit verify` passes.
+func TestAuditSpoolsAndReplaysInOrder(t *testing.T) {
+	t.Parallel()
+	const before, during, after = 8, 20, 8
+	n := before + during + after
+	var topics []string
+	for i := 0; i < n; i++ {
+		topics = append(topics, fmt.Sprintf("inbound.acme.f%03d", i))
+	}
+	// No folding: one event per decision, so order is checked event by
+	// event.
+	e := startAuditEnv(t, map[string]any{"fold_window": "0s"}, topics...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl := e.client(t, audAcme, kgo.RecordDeliveryTimeout(20*time.Second))
+	defer cl.Close()
+	produce := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topics[i], Value: []byte("v")}).FirstErr(); err != nil {
+				t.Fatalf("produce %d to %s while audit is %v: %v", i, topics[i], map[bool]string{true: "failing", false: "writable"}[e.failing.Load()], err)
+			}
+		}
+	}
+	produce(0, before)
+	e.waitMetric(t, "events written before the fault", "sluice_audit_events_written_total", 20*time.Second, func(v float64) bool { return v > 0 })
+
+	e.failing.Store(true)
+	produce(before, before+during) // served: the spool has room
+	e.waitMetric(t, "events spooled", "sluice_audit_events_spooled_total", 20*time.Second, func(v float64) bool { return v > 0 })
+	m := e.metrics(t)
+	if m["sluice_audit_spool_bytes"] == 0 || m["sluice_audit_produce_errors_total"] == 0 || m["sluice_audit_failing_closed"] != 0 {
+		t.Errorf("while the topic is unwritable: spool_bytes %v, produce_errors %v, failing_closed %v",
+			m["sluice_audit_spool_bytes"], m["sluice_audit_produce_errors_total"], m["sluice_audit_failing_closed"])
+	}
+	if e.failedProduces.Load() == 0 {
+		t.Fatal("the cluster failed no Produce to the audit topic")
+	}
+
+	e.failing.Store(false)
+	produce(before+during, n)
+	e.waitMetric(t, "spool drained", "sluice_audit_spool_bytes", 30*time.Second, func(v float64) bool { return v == 0 })
+	m = e.settle(t)
+	t.Logf("gateway: decisions %v written %v spooled %v replayed %v produce errors %v (cluster failed %d audit produces)",
+		m["sluice_audit_decisions_total"], m["sluice_audit_events_written_total"], m["sluice_audit_events_spooled_total"],
+		m["sluice_audit_events_replayed_total"], m["sluice_audit_produce_errors_total"], e.failedProduces.Load())
+	if m["sluice_audit_events_replayed_total"] < m["sluice_audit_events_spooled_total"] {
+		t.Errorf("replayed %v < spooled %v", m["sluice_audit_events_replayed_total"], m["sluice_audit_events_spooled_total"])
+	}
+	if m["sluice_audit_events_dropped_total"] != 0 {
+		t.Errorf("%v events dropped", m["sluice_audit_events_dropped_total"])
+	}
+	cl.Close()
+	m = e.settle(t)
+	e.stop(t)
+
+	evs := e.events(t)
+	uniq := audUnique(evs)
+	t.Logf("topic: %d records, %d unique", len(evs), len(uniq))
+	var produced []string
+	var sum int64
+	for i, x := range uniq {
+		if x.seq != uint64(i) {
+			t.Fatalf("unique event %d (offset %d) has sequence %d: an event is missing or out of order", i, x.rec.Offset, x.seq)
+		}
+		d := x.ev.Data
+		if d.Kind != audit.KindDecision {
+			continue
+		}
+		sum += d.Count
+		if d.API.Name == "Produce" {
+			if d.Decision != audit.Allow || d.Records != 1 {
+				t.Errorf("produce event: %s", x.rec.Value)
+			}
+			produced = append(produced, d.Resource)
+		}
+	}
+	if !slices.Equal(produced, topics) {
+		t.Errorf("produce decisions in the topic, in order:\n%q\nwant\n%q", produced, topics)
+	}
+	if float64(sum) != m["sluice_audit_decisions_total"] {
+		t.Errorf("decision events sum to %d, the gateway made %v decisions", sum, m["sluice_audit_decisions_total"])
+	}
+	v := e.verifyTopic(t)
+	if !v.OK() || !strings.Contains(v.Stdout, "verify: OK") {
+		t.Errorf("sluice audit verify after replay: %s", v)
+	}
+	t.Logf("verify:\n%s", v.Stdout)
+}
+
+// TestAuditSpoolFullFailsClosed fills the smallest spool (1 MiB) while the
+// audit topic is unwritable: the gateway then denies new requests with
+// KAFKA_STORAGE_ERROR (what franz-go and kcat see is checked), reports
+// failing_closed, and serves again once the topic is writable and the spool
+// drains; nothing recorded is lost and the chain verifies.
+func TestAuditSpoolFullFailsClosed(t *testing.T) {
+	t.Parallel()
+	requireAvailable(t, kcatClient{})
+	e := startAuditEnv(t, map[string]any{"fold_window": "0s", "spool": map[string]any{"max_bytes": 1 << 20}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl := e.client(t, audAcme, kgo.RequestRetries(0))
+	defer cl.Close()
+
+	// Fill the spool: Metadata requests for 100 own topics make 100
+	// decisions (events of ~800 bytes) each.
+	meta := func(round int) int16 {
+		req := kmsg.NewPtrMetadataRequest()
+		for i := 0; i < 100; i++ {
+			mt := kmsg.NewMetadataRequestTopic()
+			mt.Topic = kmsg.StringPtr(fmt.Sprintf("inbound.acme.fill-%03d-%03d", round, i))
+			req.Topics = append(req.Topics, mt)
+		}
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatalf("metadata: %v", err)
+		}
+		return resp.Topics[0].ErrorCode
+	}
+	// The client learns the brokers (and the audit topic gets its first
+	// events) while audit is healthy.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: audInbound, Value: []byte("before")}).FirstErr(); err != nil {
+		t.Fatalf("produce before the fault: %v", err)
+	}
+	e.failing.Store(true)
+	rounds := 0
+	for ; ; rounds++ {
+		if rounds > 60 {
+			t.Fatalf("the 1 MiB spool never filled: %v", e.metrics(t))
+		}
+		if code := meta(rounds); code == audit.DenyCode {
+			break
+		}
+		if e.metrics(t)["sluice_audit_failing_closed"] == 1 {
+			break
+		}
+	}
+	e.waitMetric(t, "failing closed", "sluice_audit_failing_closed", 20*time.Second, func(v float64) bool { return v == 1 })
+	t.Logf("failing closed after %d metadata rounds; spool %v bytes", rounds, e.metrics(t)["sluice_audit_spool_bytes"])
+
+	// What clients see: every request but ApiVersions/SASL is refused with
+	// KAFKA_STORAGE_ERROR (56), which they treat as retriable.
+	if code := e.rawProduce(ctx, t, audAcme, audInbound, "while-failing"); code != kerr.KafkaStorageError.Code {
+		t.Errorf("produce while failing closed: error %d, want KAFKA_STORAGE_ERROR (56)", code)
+	}
+	if code := meta(999); code != kerr.KafkaStorageError.Code {
+		t.Errorf("metadata while failing closed: error %d, want KAFKA_STORAGE_ERROR (56)", code)
+	}
+	fresh := e.client(t, audAcme, kgo.RecordDeliveryTimeout(3*time.Second), kgo.DefaultProduceTopic(audInbound))
+	err := fresh.ProduceSync(ctx, &kgo.Record{Value: []byte("franz-go-while-failing")}).FirstErr()
+	fresh.Close()
+	t.Logf("franz-go produce while failing closed: %v", err)
+	if err == nil {
+		t.Errorf("franz-go produce was served while audit is failing closed")
+	}
+	kr := runStdin(ctx, "kcat-while-failing\n", "kcat", append([]string{"-b", e.gw.Bootstrap, "-t", audInbound, "-P",
+		"-X", "message.timeout.ms=3000", "-m", "10"}, audKcatAuth(audAcme)...)...)
+	t.Logf("kcat produce while failing closed: exit %d: %s", kr.ExitCode, strings.TrimSpace(kr.Stderr))
+	if kr.ExitCode == 0 {
+		t.Errorf("kcat produce was served while audit is failing closed")
+	}
+	if d := e.metrics(t)["sluice_audit_requests_denied_total"]; d < 3 {
+		t.Errorf("requests_denied_total %v, want at least 3", d)
+	}
+
+	// Restore: the spool drains, requests are served again.
+	e.failing.Store(false)
+	e.waitMetric(t, "serving again", "sluice_audit_failing_closed", 60*time.Second, func(v float64) bool { return v == 0 })
+	deadline := time.Now().Add(30 * time.Second)
+	for code := e.rawProduce(ctx, t, audAcme, audInbound, "after"); code != 0; code = e.rawProduce(ctx, t, audAcme, audInbound, "after") {
+		if time.Now().After(deadline) {
+			t.Fatalf("produce after recovery: error %d", code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	kcatClient{}.run(ctx, t, "kcat-after\n", append([]string{"-b", e.gw.Bootstrap, "-t", audInbound, "-P", "-m", "10"}, audKcatAuth(audAcme)...)...)
+	e.waitMetric(t, "spool drained", "sluice_audit_spool_bytes", 60*time.Second, func(v float64) bool { return v == 0 })
+	cl.Close()
+	m := e.settle(t)
+	e.stop(t)
+
+	evs := audUnique(e.events(t))
+	var sum int64
+	for i, x := range evs {
+		if x.seq != uint64(i) {
+			t.Fatalf("unique event %d (offset %d) has sequence %d", i, x.rec.Offset, x.seq)
+		}
+		if d := x.ev.Data; d.Kind == audit.KindDecision {
+			sum += d.Count
+		}
+	}
+	t.Logf("topic: %d unique events, decisions %d; gateway: decisions %v denied %v dropped %v", len(evs), sum,
+		m["sluice_audit_decisions_total"], m["sluice_audit_requests_denied_total"], m["sluice_audit_events_dropped_total"])
+	if float64(sum) != m["sluice_audit_decisions_total"] || m["sluice_audit_events_dropped_total"] != 0 {
+		t.Errorf("decision events sum to %d, the gateway made %v decisions (%v dropped)", sum, m["sluice_audit_decisions_total"], m["sluice_audit_events_dropped_total"])
+	}
+	if v := e.verifyTopic(t); !v.OK() {
+		t.Errorf("sluice audit verify after recovery: %s", v)
+	}
+}
+
+
