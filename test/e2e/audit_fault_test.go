@@ -218,5 +218,3 @@ func TestAuditSpoolFullFailsClosed(t *testing.T) {
 		t.Errorf("sluice audit verify after recovery: %s", v)
 	}
 }
-
-
