@@ -179,7 +179,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 
 func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
 	p.ErrorCode = code
-	p.RecordBatches = nil
+	p.RecordBatches = []byte{} // empty, not null: librdkafka cannot parse null records
 	f.partFailed.WithLabelValues("fetch").Inc()
 }
 

@@ -99,11 +99,11 @@ func TestFilterFetch(t *testing.T) {
 				t.Fatalf("v%d record %d not masked: %v", version, i, err)
 			}
 		}
-		if strict.ErrorCode != kerr.UnknownServerError.Code || strict.RecordBatches != nil {
+		if strict.ErrorCode != kerr.UnknownServerError.Code || len(strict.RecordBatches) != 0 {
 			t.Fatalf("fail_partition: code %d", strict.ErrorCode)
 		}
 		if version >= 13 {
-			if unknown.ErrorCode != kerr.UnknownTopicID.Code || unknown.RecordBatches != nil {
+			if unknown.ErrorCode != kerr.UnknownTopicID.Code || len(unknown.RecordBatches) != 0 {
 				t.Fatalf("unresolvable topic id delivered: code %d", unknown.ErrorCode)
 			}
 		}

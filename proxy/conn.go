@@ -346,7 +346,7 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest i
 		putBuf(buf)
 		c.log.Warn("closing connection: request before SASL authentication", zap.String("api", apiName(h.Key)))
 		c.s.m.request(h.Key, outcomeError)
-		c.authEvent("none", nil, &filter.AuthError{Reason: "unauthenticated_request", Message: "request before authentication"})
+		c.authEvent("none", nil, &filter.AuthError{Reason: "unauthenticated_request", Message: "request before authentication", Gateway: true})
 		return false
 	}
 	switch h.Key {

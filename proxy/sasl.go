@@ -29,18 +29,18 @@ func (c *clientConn) saslHandshake(h requestHeader, frame []byte, tRead time.Tim
 	}
 	if err := req.ReadFrom(frame[h.BodyOffset:]); err != nil {
 		c.log.Warn("closing connection: malformed SaslHandshake", zap.Error(err))
-		c.authEvent("unknown", nil, &filter.AuthError{Reason: "malformed", Message: "malformed SaslHandshake"})
+		c.authEvent("unknown", nil, &filter.AuthError{Reason: "malformed", Message: "malformed SaslHandshake", Gateway: true})
 		return false
 	}
 	if c.g.auth == nil || len(c.g.cfg.SASL) == 0 {
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
-		c.authEvent(req.Mechanism, nil, &filter.AuthError{Reason: "unsupported_mechanism", Message: "SASL is not enabled on this listener"})
+		c.authEvent(req.Mechanism, nil, &filter.AuthError{Reason: "unsupported_mechanism", Message: "SASL is not enabled on this listener", Gateway: true})
 		return c.answerLocal(h, resp, tRead, true)
 	}
 	resp.SupportedMechanisms = c.g.auth.Mechanisms()
 	if c.saslSession != nil {
 		resp.ErrorCode = kerr.IllegalSaslState.Code
-		c.authEvent(req.Mechanism, nil, &filter.AuthError{Reason: "illegal_state", Message: "SaslHandshake during an exchange"})
+		c.authEvent(req.Mechanism, nil, &filter.AuthError{Reason: "illegal_state", Message: "SaslHandshake during an exchange", Gateway: true})
 		return c.answerLocal(h, resp, tRead, true)
 	}
 	sess, err := c.g.auth.Start(req.Mechanism, c.fc)
@@ -70,12 +70,12 @@ func (c *clientConn) saslAuthenticate(h requestHeader, frame []byte, tRead time.
 		msg := "SaslAuthenticate before SaslHandshake"
 		resp.ErrorMessage = &msg
 		c.log.Info("closing connection: " + msg)
-		c.authEvent("unknown", nil, &filter.AuthError{Reason: "illegal_state", Message: msg})
+		c.authEvent("unknown", nil, &filter.AuthError{Reason: "illegal_state", Message: msg, Gateway: true})
 		return c.answerLocal(h, resp, tRead, true)
 	}
 	if err := req.ReadFrom(frame[h.BodyOffset:]); err != nil {
 		c.log.Warn("closing connection: malformed SaslAuthenticate", zap.Error(err))
-		c.authEvent(c.saslMech, nil, &filter.AuthError{Reason: "malformed", Message: "malformed SaslAuthenticate"})
+		c.authEvent(c.saslMech, nil, &filter.AuthError{Reason: "malformed", Message: "malformed SaslAuthenticate", Gateway: true})
 		return false
 	}
 	reply, done, _, lifetime, err := c.step(req.SASLAuthBytes)
@@ -113,12 +113,12 @@ func (c *clientConn) step(msg []byte) (reply []byte, done bool, p *filter.Princi
 	mech := c.saslMech
 	reply, done, p, lifetime, err = c.saslSession.Step(msg)
 	if err == nil && done && p == nil {
-		err = errors.New("authenticator returned no principal")
+		err = &filter.AuthError{Reason: "error", Message: "authenticator returned no principal", Gateway: true}
 	}
 	if err == nil && done && c.authenticated {
 		// KIP-368 re-authentication must keep the principal.
 		if old := c.fc.Principal(); old.ID != p.ID || old.Org != p.Org {
-			err = &filter.AuthError{Reason: "principal_changed", Message: "re-authentication as a different principal"}
+			err = &filter.AuthError{Reason: "principal_changed", Message: "re-authentication as a different principal", Gateway: true}
 		}
 	}
 	if err != nil {
@@ -126,7 +126,7 @@ func (c *clientConn) step(msg []byte) (reply []byte, done bool, p *filter.Princi
 		c.saslRaw = false
 		var ae *filter.AuthError
 		if !errors.As(err, &ae) {
-			ae = &filter.AuthError{Reason: "error", Message: err.Error()}
+			ae = &filter.AuthError{Reason: "error", Message: err.Error(), Gateway: true}
 			err = ae
 		}
 		c.log.Info("client authentication failed", zap.String("mechanism", mech), zap.String("reason", ae.Reason), zap.String("error", ae.Message))

@@ -67,7 +67,15 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 		if f.auditor, err = audit.New(*cfg.Audit, upstreamOpts, reg, log.Named("audit")); err != nil {
 			return nil, err
 		}
-		f.onAuth = f.auditor.Auth
+	}
+	f.onAuth = func(c *filter.Conn, mech string, p *filter.Principal, err error) {
+		var ae *filter.AuthError
+		if f.authn != nil && errors.As(err, &ae) && ae.Gateway {
+			f.authn.CountFailure(mech, ae.Reason)
+		}
+		if f.auditor != nil {
+			f.auditor.Auth(c, mech, p, err)
+		}
 	}
 	if cfg.SchemaRegistry != nil {
 		if f.registry, err = schema.New(*cfg.SchemaRegistry, log.Named("schema")); err != nil {

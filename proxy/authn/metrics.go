@@ -63,6 +63,8 @@ func metricMechanism(mech string) string {
 	switch mech {
 	case MechPlain, MechScramSHA256, MechScramSHA512, MechOAuthBearer, MechMTLS:
 		return mech
+	case "none": // a request before any SASL handshake
+		return mech
 	}
 	return "unknown"
 }

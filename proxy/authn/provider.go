@@ -204,6 +204,14 @@ func (w *fileWatch) check() (changed bool, err error) {
 // "mtls" may be passed to ForListener.
 func (p *Provider) HasTLSMapping() bool { return p.tls != nil }
 
+// CountFailure counts an authentication failure the proxy detected itself
+// (filter.AuthError.Gateway: SASL state errors, malformed frames, requests
+// before authentication), so sluice_authn_failures_total covers every
+// failure once.
+func (p *Provider) CountFailure(mechanism, reason string) {
+	p.m.failure(mechanism, reason)
+}
+
 // ForListener returns the Authenticator of a listener enabling mechanisms,
 // in preference order: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512,
 // OAUTHBEARER (matched case-insensitively) and the pseudo-mechanism "mtls",

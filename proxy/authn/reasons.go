@@ -21,6 +21,11 @@ const (
 	ReasonMalformed            = "malformed"
 	ReasonUnsupportedMechanism = "unsupported_mechanism"
 	ReasonUnavailable          = "unavailable"
+
+	// Reasons the proxy detects itself and reports through CountFailure.
+	ReasonIllegalState           = "illegal_state"
+	ReasonUnauthenticatedRequest = "unauthenticated_request"
+	ReasonPrincipalChanged       = "principal_changed"
 )
 
 // Reasons lists every failure reason, for docs and tests.
@@ -29,6 +34,7 @@ var Reasons = []string{
 	ReasonChannelBinding, ReasonExpired, ReasonNotYetValid, ReasonBadSignature,
 	ReasonBadAlgorithm, ReasonBadIssuer, ReasonBadAudience, ReasonBadClaims,
 	ReasonBadCertificate, ReasonMalformed, ReasonUnsupportedMechanism, ReasonUnavailable,
+	ReasonIllegalState, ReasonUnauthenticatedRequest, ReasonPrincipalChanged,
 }
 
 // msgBadCredentials is sent for unknown users and wrong passwords alike, so a

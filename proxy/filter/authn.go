@@ -42,6 +42,10 @@ type Session interface {
 type AuthError struct {
 	Reason  string
 	Message string
+	// Gateway marks failures the proxy detected itself (SASL state,
+	// malformed frames, requests before authentication) rather than the
+	// Authenticator, which counts its own.
+	Gateway bool
 }
 
 func (e *AuthError) Error() string { return e.Message }

@@ -188,6 +188,7 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewShareFetchResponseTopicPartition()
 				rp.Partition, rp.ErrorCode, rp.ErrorMessage = p.Partition, code, message(code)
+				rp.Records = []byte{} // empty, not null (see Fetch)
 				if len(p.AcknowledgementBatches) > 0 {
 					rp.AcknowledgeErrorCode = code
 				}

@@ -185,3 +185,32 @@ func TestErrorResponseRejects(t *testing.T) {
 		t.Error("unknown version accepted")
 	}
 }
+
+// TestFetchRefusalHasEmptyRecords: a refused Fetch partition carries an
+// empty record set on the wire, never a null one (length -1), which
+// librdkafka 2.0 cannot parse.
+func TestFetchRefusalHasEmptyRecords(t *testing.T) {
+	for v := int16(4); v <= kmsg.NewPtrFetchRequest().MaxVersion(); v++ {
+		req := kmsg.NewPtrFetchRequest()
+		req.SetVersion(v)
+		tp := kmsg.NewFetchRequestTopic()
+		tp.Topic, tp.TopicID = "t", [16]byte{1}
+		tp.Partitions = append(tp.Partitions, kmsg.NewFetchRequestTopicPartition())
+		req.Topics = append(req.Topics, tp)
+		resp, err := ErrorResponse(req, 29)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Re-decode: a null record set decodes back as nil, an empty
+		// one as a non-nil empty slice.
+		out := kmsg.NewPtrFetchResponse()
+		out.SetVersion(v)
+		if err := out.ReadFrom(resp.AppendTo(nil)); err != nil {
+			t.Fatal(err)
+		}
+		rb := out.Topics[0].Partitions[0].RecordBatches
+		if rb == nil || len(rb) != 0 {
+			t.Fatalf("v%d: refused partition records %v (nil = null on the wire)", v, rb)
+		}
+	}
+}

@@ -29,6 +29,9 @@ func init() {
 				rp := kmsg.NewFetchResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
 				rp.HighWatermark = -1 // as Kafka: no offsets for a refused partition
+				// An empty record set, never a null one: librdkafka
+				// (at least 2.0) fails to parse null records.
+				rp.RecordBatches = []byte{}
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
