@@ -49,13 +49,17 @@ func envInt(k string, def int) int {
 type variant struct {
 	name  string
 	extra string // YAML appended to the gateway config; "-" means direct
+	// setup, if set, runs once before the gateway starts and returns more
+	// YAML and the options every bench client of the variant needs (SASL).
+	setup func(b *testing.B) (extra string, clientOpts []kgo.Opt)
 }
 
 // variants are what `make bench` compares. Rows for later features are
-// added next to "gateway" as they land.
+// added next to "gateway" as they land (policy, policy+audit:
+// audit_bench_test.go).
 var variants = []variant{
-	{"direct", "-"},
-	{"gateway", ""},
+	{name: "direct", extra: "-"},
+	{name: "gateway"},
 }
 
 type gateway struct {
@@ -135,7 +139,7 @@ func newClient(b *testing.B, boot string, opts ...kgo.Opt) *kgo.Client {
 
 // runOnce produces produceMB of 1 KiB records with acks=all, consumes them
 // back, and measures sequential produce round trips.
-func runOnce(b *testing.B, boot, topic string, cpu func() float64) result {
+func runOnce(b *testing.B, boot, topic string, cpu func() float64, clientOpts ...kgo.Opt) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	n := produceMB << 10
@@ -144,8 +148,8 @@ func runOnce(b *testing.B, boot, topic string, cpu func() float64) result {
 		value[i] = byte('a' + i%26)
 	}
 
-	prod := newClient(b, boot, kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<16))
+	prod := newClient(b, boot, append(clientOpts[:len(clientOpts):len(clientOpts)], kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<16))...)
 	defer prod.Close()
 	// Warm up metadata and connections.
 	if err := prod.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
@@ -169,8 +173,8 @@ func runOnce(b *testing.B, boot, topic string, cpu func() float64) result {
 		b.Fatalf("%d produce failures", f)
 	}
 
-	cons := newClient(b, boot, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(4<<20))
+	cons := newClient(b, boot, append(clientOpts[:len(clientOpts):len(clientOpts)], kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(4<<20))...)
 	defer cons.Close()
 	got := 0
 	start = time.Now()
@@ -241,12 +245,18 @@ func BenchmarkGateway(b *testing.B) {
 	}
 	boots := map[string]string{}
 	gws := map[string]*gateway{}
+	opts := map[string][]kgo.Opt{}
 	for _, v := range active {
 		if v.extra == "-" {
 			boots[v.name] = kf.ListenAddrs()[0]
 			continue
 		}
-		g := startGateway(b, kf.ListenAddrs(), v.extra)
+		extra := v.extra
+		if v.setup != nil {
+			more, o := v.setup(b)
+			extra, opts[v.name] = extra+"\n"+more, o
+		}
+		g := startGateway(b, kf.ListenAddrs(), extra)
 		boots[v.name], gws[v.name] = g.boot, g
 	}
 
@@ -266,13 +276,13 @@ func BenchmarkGateway(b *testing.B) {
 			}
 		}
 		for _, v := range order {
-			topic := fmt.Sprintf("bench-%s-%d", v.name, r)
+			topic := fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.name, "+", "-"), r)
 			g := gws[v.name]
 			cpu := func() float64 { return 0 }
 			if g != nil {
 				cpu = func() float64 { return g.cpuSeconds(b) }
 			}
-			res := runOnce(b, boots[v.name], topic, cpu)
+			res := runOnce(b, boots[v.name], topic, cpu, opts[v.name]...)
 			s := all[v.name]
 			s.prod = append(s.prod, res.produceMBs)
 			s.cons = append(s.cons, res.consumeMBs)
@@ -280,14 +290,14 @@ func BenchmarkGateway(b *testing.B) {
 			if g != nil {
 				s.cpu = append(s.cpu, res.cpuPerMB)
 			}
-			b.Logf("round %d %-8s produce %7.1f MB/s consume %7.1f MB/s rtt p50 %v", r, v.name, res.produceMBs, res.consumeMBs, percentile(res.rtt, 0.5))
+			b.Logf("round %d %-12s produce %7.1f MB/s consume %7.1f MB/s rtt p50 %v", r, v.name, res.produceMBs, res.consumeMBs, percentile(res.rtt, 0.5))
 		}
 	}
 
 	d := all["direct"]
 	var out strings.Builder
 	fmt.Fprintf(&out, "\n%d rounds, %d MiB of %d-byte records per round, acks=all, 3-broker kfake, franz-go\n", rounds, produceMB, recordSize)
-	fmt.Fprintf(&out, "%-10s %12s %12s %12s %12s %10s %10s %14s\n", "variant", "produce MB/s", "consume MB/s", "produce x", "consume x", "rtt p50", "rtt p99", "cpu ms/MB")
+	fmt.Fprintf(&out, "%-13s %12s %12s %12s %12s %10s %10s %14s\n", "variant", "produce MB/s", "consume MB/s", "produce x", "consume x", "rtt p50", "rtt p99", "cpu ms/MB")
 	for _, v := range active {
 		s := all[v.name]
 		px, cx := 1.0, 1.0
@@ -298,7 +308,7 @@ func BenchmarkGateway(b *testing.B) {
 		if len(s.cpu) > 0 {
 			cpu = fmt.Sprintf("%.3f", median(s.cpu))
 		}
-		fmt.Fprintf(&out, "%-10s %12.1f %12.1f %12.3f %12.3f %10v %10v %14s\n", v.name, median(s.prod), median(s.cons), px, cx,
+		fmt.Fprintf(&out, "%-13s %12.1f %12.1f %12.3f %12.3f %10v %10v %14s\n", v.name, median(s.prod), median(s.cons), px, cx,
 			percentile(s.rtt, 0.5).Round(time.Microsecond), percentile(s.rtt, 0.99).Round(time.Microsecond), cpu)
 		if v.name != "direct" && d != nil {
 			b.ReportMetric(px, v.name+"-produce-x")
