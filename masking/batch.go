@@ -119,8 +119,9 @@ func init() {
 // producer id and epoch, base sequence, partition leader epoch and
 // attributes, is recompressed with its codec and gets new lengths and a new
 // CRC-32C. Dropped records leave the offset range intact; a batch whose
-// records are all dropped stays as a batch of zero records, which clients
-// skip past (as for compacted topics, KAFKA-5443).
+// records are all dropped stays as a batch of zero records without payload
+// or codec (as Kafka's log cleaner writes one), which clients skip past (as
+// for compacted topics, KAFKA-5443).
 //
 // An error (a corrupt batch, or t's error) returns dst unchanged.
 func RewriteBatches(dst, src []byte, t Transformer) ([]byte, RewriteStats, error) {
@@ -256,6 +257,20 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return append(dst, b...), nil
 	}
 	st.Rewritten++
+	if kept == 0 {
+		// Every record was dropped: write the empty batch as Kafka's log
+		// cleaner does (DefaultRecordBatch.writeEmptyHeader): no records,
+		// no payload and no codec. librdkafka 2.0 aborts on a compressed
+		// batch whose payload decompresses to nothing.
+		start := len(dst)
+		dst = append(dst, b[:batchHeaderLen]...)
+		h := dst[start:]
+		binary.BigEndian.PutUint16(h[offAttributes:], attrs&^attrCodecMask)
+		binary.BigEndian.PutUint32(h[offLength:], uint32(len(h)-12))
+		binary.BigEndian.PutUint32(h[offNumRecords:], 0)
+		binary.BigEndian.PutUint32(h[offCRC:], crc32.Checksum(h[offAttributes:], crc32c))
+		return dst, nil
+	}
 	body := rw.recs
 	if codec != 0 {
 		rw.comp.Reset()

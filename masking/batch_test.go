@@ -418,3 +418,48 @@ func TestEmptyBatchPassesThrough(t *testing.T) {
 		t.Fatalf("next offset %d", next)
 	}
 }
+
+// TestRowFilterEmptiedBatch: a batch whose records the row filter all
+// removes is written as Kafka's log cleaner writes an empty batch: the
+// header kept (offsets, timestamps, producer, transactional flag and
+// timestamp type), no records, no payload and no codec. librdkafka 2.0
+// aborts on a compressed batch whose payload decompresses to nothing
+// (found by test/e2e TestMaskingEveryCodec).
+func TestRowFilterEmptiedBatch(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	src := staticSource{9: s}
+	const attrs = 0x10 | 0x08 // transactional, log-append time
+	for codec, name := range codecNames {
+		t.Run(name, func(t *testing.T) {
+			in := makeBatch(t, codec, 1000, attrs, demoValues(t, s, 30, 0), -1)
+			m := newMasker(t, src, TopicConfig{}, &filter.Obligations{RowFilter: &filter.RowFilter{Field: "merchant_category", Op: "eq", Values: []string{"none"}}})
+			out, st, err := RewriteBatches(nil, in, m)
+			if err != nil || st.Dropped != 30 || st.Rewritten != 1 {
+				t.Fatalf("%+v %v", st, err)
+			}
+			if len(out) != batchHeaderLen {
+				t.Fatalf("emptied batch is %d bytes, want a bare %d-byte header", len(out), batchHeaderLen)
+			}
+			var got, want kmsg.RecordBatch
+			if err := got.ReadFrom(out); err != nil {
+				t.Fatal(err)
+			}
+			if err := want.ReadFrom(in); err != nil {
+				t.Fatal(err)
+			}
+			if got.Attributes != attrs {
+				t.Errorf("attributes %#x, want %#x (codec cleared, flags kept)", got.Attributes, attrs)
+			}
+			if crc := int32(crc32.Checksum(out[offAttributes:], crc32c)); got.CRC != crc {
+				t.Errorf("crc %#x, want %#x", got.CRC, crc)
+			}
+			want.Attributes, want.Length, want.CRC, want.NumRecords, want.Records = attrs, batchHeaderLen-12, got.CRC, 0, got.Records
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+				t.Errorf("header\n got %+v\nwant %+v", got, want)
+			}
+			if fp, next := consume(t, out, 1000); len(fp.Records) != 0 || next != 1030 {
+				t.Fatalf("%d records, next offset %d, want none and 1030", len(fp.Records), next)
+			}
+		})
+	}
+}
