@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -170,14 +171,15 @@ func TestAuditSpoolFullFailsClosed(t *testing.T) {
 	err := fresh.ProduceSync(ctx, &kgo.Record{Value: []byte("franz-go-while-failing")}).FirstErr()
 	fresh.Close()
 	t.Logf("franz-go produce while failing closed: %v", err)
-	if err == nil {
-		t.Errorf("franz-go produce was served while audit is failing closed")
+	if !errors.Is(err, kerr.KafkaStorageError) {
+		t.Errorf("franz-go produce while audit is failing closed: %v, want KAFKA_STORAGE_ERROR", err)
 	}
 	kr := runStdin(ctx, "kcat-while-failing\n", "kcat", append([]string{"-b", e.gw.Bootstrap, "-t", audInbound, "-P",
 		"-X", "message.timeout.ms=3000", "-m", "10"}, audKcatAuth(audAcme)...)...)
 	t.Logf("kcat produce while failing closed: exit %d: %s", kr.ExitCode, strings.TrimSpace(kr.Stderr))
-	if kr.ExitCode == 0 {
-		t.Errorf("kcat produce was served while audit is failing closed")
+	// librdkafka's text for KAFKA_STORAGE_ERROR (56).
+	if kr.ExitCode == 0 || !strings.Contains(kr.Stderr, "Broker: Disk error") {
+		t.Errorf("kcat produce while audit is failing closed: want a delivery failure with KAFKA_STORAGE_ERROR: %s", kr)
 	}
 	if d := e.metrics(t)["sluice_audit_requests_denied_total"]; d < 3 {
 		t.Errorf("requests_denied_total %v, want at least 3", d)
