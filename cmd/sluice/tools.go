@@ -117,7 +117,9 @@ func cmdAudit(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		cfg, err := toolConfig(*cfgFile, *upstream)
+		// A copy on disk needs no cluster: the upstream is only
+		// required (and checked) for the live topic.
+		cfg, err := toolConfig(*cfgFile, *upstream, *file == "")
 		if err != nil {
 			return err
 		}
@@ -161,7 +163,7 @@ func cmdAudit(args []string) error {
 		if *out == "" {
 			return errors.New("audit export: --out is required")
 		}
-		cfg, err := toolConfig(*cfgFile, *upstream)
+		cfg, err := toolConfig(*cfgFile, *upstream, true)
 		if err != nil {
 			return err
 		}
@@ -211,7 +213,7 @@ func cmdAudit(args []string) error {
 		if f.Until, err = parseWhen(*until); err != nil {
 			return fmt.Errorf("audit tail --until: %w", err)
 		}
-		cfg, err := toolConfig(*cfgFile, *upstream)
+		cfg, err := toolConfig(*cfgFile, *upstream, true)
 		if err != nil {
 			return err
 		}
@@ -226,13 +228,19 @@ func cmdAudit(args []string) error {
 	return fmt.Errorf("audit: unknown subcommand %q (verify, tail, export, keygen)", sub)
 }
 
-func toolConfig(file, upstream string) (Config, error) {
+// toolConfig loads the configuration of a tool subcommand (defaults when
+// file is empty) with --upstream applied; the upstream is validated only
+// when the subcommand talks to the cluster (needUpstream).
+func toolConfig(file, upstream string, needUpstream bool) (Config, error) {
 	cfg, err := loadConfig(file)
 	if err != nil {
 		return cfg, err
 	}
 	f := commonFlags{upstream: upstream}
 	f.apply(&cfg)
+	if !needUpstream {
+		return cfg, nil
+	}
 	if err := cfg.Upstream.Validate(); err != nil {
 		return cfg, err
 	}
