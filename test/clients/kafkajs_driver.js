@@ -18,7 +18,28 @@
 
 const fs = require('fs');
 const crypto = require('crypto');
-const { Kafka, logLevel } = require('kafkajs');
+const { Kafka, logLevel, CompressionTypes, CompressionCodecs } = require('kafkajs');
+
+// kafkajs has gzip built in; the other codecs are plug-ins, all pure JS (no
+// native build, nothing fetched at install): snappy (raw and xerial-framed)
+// with kafkajs-snappy, LZ4 frames with lz4js, zstd frames with fzstd. fzstd
+// only decompresses, which is all a consumer needs; this driver produces
+// uncompressed.
+CompressionCodecs[CompressionTypes.Snappy] = require('kafkajs-snappy');
+CompressionCodecs[CompressionTypes.LZ4] = () => {
+  const lz4 = require('lz4js');
+  return {
+    async compress(encoder) { return Buffer.from(lz4.compress(encoder.buffer)); },
+    async decompress(buffer) { return Buffer.from(lz4.decompress(buffer)); },
+  };
+};
+CompressionCodecs[CompressionTypes.ZSTD] = () => {
+  const fzstd = require('fzstd');
+  return {
+    async compress() { throw new Error('zstd compression is not needed by this driver'); },
+    async decompress(buffer) { return Buffer.from(fzstd.decompress(buffer)); },
+  };
+};
 
 class UsageError extends Error {}
 
