@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -213,6 +215,77 @@ func TestAuditSpoolFullFailsClosed(t *testing.T) {
 	}
 	t.Logf("topic: %d unique events, decisions %d; gateway: decisions %v denied %v dropped %v", len(evs), sum,
 		m["sluice_audit_decisions_total"], m["sluice_audit_requests_denied_total"], m["sluice_audit_events_dropped_total"])
+	if float64(sum) != m["sluice_audit_decisions_total"] || m["sluice_audit_events_dropped_total"] != 0 {
+		t.Errorf("decision events sum to %d, the gateway made %v decisions (%v dropped)", sum, m["sluice_audit_decisions_total"], m["sluice_audit_events_dropped_total"])
+	}
+	if v := e.verifyTopic(t); !v.OK() {
+		t.Errorf("sluice audit verify after recovery: %s", v)
+	}
+}
+
+// TestAuditSpoolUnwritableFailsClosed: the spool cannot be written (its
+// segment is /dev/full, so every write fails with ENOSPC; file modes would
+// not stop root) while the audit topic is unwritable. The gateway fails
+// closed, denying requests with KAFKA_STORAGE_ERROR and logging why (the
+// spool's write error, not "spool full"); when the topic is writable
+// again, it serves again, and every decision is in the topic, in order.
+func TestAuditSpoolUnwritableFailsClosed(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	spool := t.TempDir()
+	if err := os.Symlink("/dev/full", filepath.Join(spool, fmt.Sprintf("%016d.seg", 0))); err != nil {
+		t.Fatal(err)
+	}
+	e := startAuditEnv(t, map[string]any{"fold_window": "0s", "spool": map[string]any{"dir": spool}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if code := e.rawProduce(ctx, t, audAcme, audInbound, "before"); code != 0 {
+		t.Fatalf("produce before the fault: error %d", code)
+	}
+	e.waitMetric(t, "events written before the fault", "sluice_audit_events_written_total", 20*time.Second, func(v float64) bool { return v > 0 })
+
+	e.failing.Store(true)
+	// Served (audit is healthy when it arrives); its events then find
+	// neither topic nor spool.
+	if code := e.rawProduce(ctx, t, audAcme, audInbound, "while-failing"); code != 0 {
+		t.Fatalf("first produce after the fault: error %d", code)
+	}
+	e.waitMetric(t, "failing closed", "sluice_audit_failing_closed", 30*time.Second, func(v float64) bool { return v == 1 })
+	if code := e.rawProduce(ctx, t, audAcme, audInbound, "denied"); code != kerr.KafkaStorageError.Code {
+		t.Errorf("produce while the spool cannot be written: error %d, want KAFKA_STORAGE_ERROR (56)", code)
+	}
+	m := e.metrics(t)
+	if m["sluice_audit_events_spooled_total"] != 0 || m["sluice_audit_spool_bytes"] != 0 || m["sluice_audit_requests_denied_total"] < 1 {
+		t.Errorf("spooled %v, spool bytes %v, requests denied %v", m["sluice_audit_events_spooled_total"],
+			m["sluice_audit_spool_bytes"], m["sluice_audit_requests_denied_total"])
+	}
+	logs := e.gw.Logs()
+	for _, w := range []string{"audit failing closed", "spool not writable", "no space left on device", "topic write failed"} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("the gateway's log does not say %q", w)
+		}
+	}
+
+	e.failing.Store(false)
+	e.waitMetric(t, "serving again", "sluice_audit_failing_closed", 60*time.Second, func(v float64) bool { return v == 0 })
+	if code := e.rawProduce(ctx, t, audAcme, audInbound, "after"); code != 0 {
+		t.Errorf("produce after recovery: error %d", code)
+	}
+	m = e.settle(t)
+	e.stop(t)
+
+	evs := audUnique(e.events(t))
+	var sum int64
+	for i, x := range evs {
+		if x.seq != uint64(i) {
+			t.Fatalf("unique event %d (offset %d) has sequence %d", i, x.rec.Offset, x.seq)
+		}
+		if d := x.ev.Data; d.Kind == audit.KindDecision {
+			sum += d.Count
+		}
+	}
 	if float64(sum) != m["sluice_audit_decisions_total"] || m["sluice_audit_events_dropped_total"] != 0 {
 		t.Errorf("decision events sum to %d, the gateway made %v decisions (%v dropped)", sum, m["sluice_audit_decisions_total"], m["sluice_audit_events_dropped_total"])
 	}
