@@ -64,6 +64,12 @@ type audEnv struct {
 	failing atomic.Bool
 	// failedProduces counts the audit-topic Produce requests failed.
 	failedProduces atomic.Int64
+	// auditBatches counts the record batches of Produce requests to the
+	// audit topic; weakBatches those not sent with acks=all by an
+	// idempotent producer (producer id, epoch and sequence >= 0), the
+	// first of which weakBatch describes.
+	auditBatches, weakBatches atomic.Int64
+	weakBatch                 atomic.Pointer[string]
 	// brokers are the gateway's listeners by node id.
 	brokers map[int32]string
 }
@@ -165,17 +171,17 @@ func (e *audEnv) installFault(t *testing.T) {
 	c := e.cluster
 	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		if !e.failing.Load() {
-			return nil, nil, false
-		}
 		req := r.(*kmsg.ProduceRequest)
 		audit := false
 		for _, rt := range req.Topics {
 			if rt.Topic == audTopic || rt.TopicID == id {
 				audit = true
+				for _, rp := range rt.Partitions {
+					e.checkAuditBatches(req.Acks, rp.Records)
+				}
 			}
 		}
-		if !audit {
+		if !audit || !e.failing.Load() {
 			return nil, nil, false
 		}
 		e.failedProduces.Add(1)
@@ -193,6 +199,44 @@ func (e *audEnv) installFault(t *testing.T) {
 		}
 		return resp, nil, true
 	})
+}
+
+// checkAuditBatches counts the batches of one partition of a Produce
+// request to the audit topic, and those not written with acks=all by an
+// idempotent producer.
+func (e *audEnv) checkAuditBatches(acks int16, raw []byte) {
+	for len(raw) > 0 {
+		var b kmsg.RecordBatch
+		if err := b.ReadFrom(raw); err != nil {
+			e.weakBatches.Add(1)
+			s := fmt.Sprintf("unparsable batch: %v", err)
+			e.weakBatch.CompareAndSwap(nil, &s)
+			return
+		}
+		e.auditBatches.Add(1)
+		if acks != -1 || b.ProducerID < 0 || b.ProducerEpoch < 0 || b.FirstSequence < 0 {
+			e.weakBatches.Add(1)
+			s := fmt.Sprintf("acks %d, producer id %d, epoch %d, first sequence %d", acks, b.ProducerID, b.ProducerEpoch, b.FirstSequence)
+			e.weakBatch.CompareAndSwap(nil, &s)
+		}
+		n := int(b.Length) + 12
+		if n <= 12 || n > len(raw) {
+			return
+		}
+		raw = raw[n:]
+	}
+}
+
+// requireIdempotentAcksAll fails the test unless the gateway wrote the
+// audit topic, every batch with acks=all from an idempotent producer.
+func (e *audEnv) requireIdempotentAcksAll(t *testing.T) {
+	t.Helper()
+	if e.auditBatches.Load() == 0 {
+		t.Error("the cluster saw no batch written to the audit topic")
+	}
+	if n := e.weakBatches.Load(); n > 0 {
+		t.Errorf("%d of %d audit batches not written with acks=all by an idempotent producer; first: %s", n, e.auditBatches.Load(), *e.weakBatch.Load())
+	}
 }
 
 // upstream is the --upstream flag of the audit subcommands.

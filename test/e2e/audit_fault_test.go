@@ -104,6 +104,7 @@ func TestAuditSpoolsAndReplaysInOrder(t *testing.T) {
 	if float64(sum) != m["sluice_audit_decisions_total"] {
 		t.Errorf("decision events sum to %d, the gateway made %v decisions", sum, m["sluice_audit_decisions_total"])
 	}
+	e.requireIdempotentAcksAll(t)
 	v := e.verifyTopic(t)
 	if !v.OK() || !strings.Contains(v.Stdout, "verify: OK") {
 		t.Errorf("sluice audit verify after replay: %s", v)

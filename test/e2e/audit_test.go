@@ -306,6 +306,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 		}
 	}
 
+	e.requireIdempotentAcksAll(t)
 	// sluice audit verify passes and says so.
 	v := e.verifyTopic(t)
 	if !v.OK() || !strings.Contains(v.Stdout, "verify: OK") || !strings.Contains(v.Stdout, "final true") {
