@@ -42,6 +42,10 @@ var (
 	// ErrUnavailable wraps failures to reach the registry after the
 	// configured retries. Callers fail closed on it.
 	ErrUnavailable = errors.New("schema: registry unavailable")
+	// ErrUnauthorized wraps a registry's 401 or 403 answer: the configured
+	// basic or bearer credentials are missing or wrong. It is not retried
+	// and always comes wrapped with ErrUnavailable, so callers fail closed.
+	ErrUnauthorized = errors.New("the registry refused the credentials")
 )
 
 // Registry is a caching registry client: schemas by id are cached (ids are
@@ -335,8 +339,12 @@ func (r *Registry) call(ctx context.Context, fn func(context.Context) error) err
 		}
 		var re *sr.ResponseError
 		if errors.As(err, &re) && re.StatusCode < 500 {
-			if re.StatusCode == http.StatusNotFound {
+			switch re.StatusCode {
+			case http.StatusNotFound:
 				return fmt.Errorf("%w: %w", ErrNotFound, err)
+			case http.StatusUnauthorized, http.StatusForbidden:
+				return fmt.Errorf("%w: %w: HTTP %d for %s %s: %w (check schema_registry basic or bearer)",
+					ErrUnavailable, ErrUnauthorized, re.StatusCode, re.Method, re.URL, err)
 			}
 			return err
 		}
