@@ -10,7 +10,9 @@ Subcommands (all take --bootstrap, and --sasl-mechanism/--user/--password,
            [--isolation read_committed|read_uncommitted]
            [--avro-registry URL]  also decode Confluent wire-format Avro
            prints one JSON object per record on stdout
-  metadata prints {"brokers": [...], "topics": [...]} as JSON
+  metadata [--topic T]  prints {"brokers": [...], "topics": [...]} as JSON:
+           every topic, or only T (a topic answered with an error, e.g.
+           TOPIC_AUTHORIZATION_FAILED, is reported as a failure)
 
 Errors go to stderr as one JSON object {"error", "name", "code"} (name is the
 Kafka error name, e.g. TOPIC_AUTHORIZATION_FAILED) and the exit status is 1;
@@ -283,7 +285,7 @@ def cmd_metadata(args):
         if errors:
             raise from_kafka_error(errors[0], "metadata")
         try:
-            md = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            md = admin.list_topics(topic=args.topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         except KafkaException as e:
             if time.monotonic() >= deadline:
                 raise
@@ -332,7 +334,8 @@ def parse(argv):
     c.add_argument("--commit", action="store_true")
     c.add_argument("--isolation", choices=["read_committed", "read_uncommitted"], help="default: librdkafka's (read_committed)")
     c.add_argument("--avro-registry", help="schema registry URL: decode values as Confluent wire-format Avro")
-    sub.add_parser("metadata", parents=[common])
+    m = sub.add_parser("metadata", parents=[common])
+    m.add_argument("--topic", help="describe only this topic")
     args = ap.parse_args(argv)
     if getattr(args, "commit", False) and not args.group:
         ap.error("--commit needs --group")

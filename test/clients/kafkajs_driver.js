@@ -9,7 +9,9 @@
 //            [--avro-registry URL]  also decode Confluent wire-format Avro
 //            with @kafkajs/confluent-schema-registry
 //            prints one JSON object per record on stdout
-//   metadata prints {"brokers": [...], "topics": [...]} as JSON
+//   metadata [--topic T]  prints {"brokers": [...], "topics": [...]} as JSON:
+//            every topic, or only T (a topic answered with an error, e.g.
+//            TOPIC_AUTHORIZATION_FAILED, is reported as a failure)
 //
 // Errors go to stderr as one JSON object {"error", "name", "code"} (name is
 // the Kafka error name, e.g. TOPIC_AUTHORIZATION_FAILED) and the exit status
@@ -286,7 +288,7 @@ async function metadata(flags) {
   await admin.connect();
   try {
     const cluster = await admin.describeCluster();
-    const md = await admin.fetchTopicMetadata();
+    const md = await admin.fetchTopicMetadata(flags.topic ? { topics: [flags.topic] } : undefined);
     out({
       cluster_id: cluster.clusterId,
       controller_id: cluster.controller,

@@ -153,7 +153,8 @@ func TestDriversTLS(t *testing.T) {
 
 // TestDriversReportDenials makes kfake refuse produce (and metadata for one
 // topic) with TOPIC_AUTHORIZATION_FAILED and checks each driver exits 1 and
-// names the error, which is what policy tests assert on.
+// names the error, which is what policy tests assert on: when producing,
+// consuming, and describing the topic (metadata --topic).
 func TestDriversReportDenials(t *testing.T) {
 	t.Parallel()
 	for _, d := range []Driver{PythonDriver(), KafkaJSDriver()} {
@@ -216,6 +217,7 @@ func TestDriversReportDenials(t *testing.T) {
 			}{
 				{"produce", []string{"produce", "--bootstrap", addrs[0], "--topic", writeDenied, "--count", "1", "--timeout", "15"}},
 				{"consume", []string{"consume", "--bootstrap", addrs[0], "--topic", readDenied, "--count", "1", "--timeout", "15"}},
+				{"metadata", []string{"metadata", "--bootstrap", addrs[0], "--topic", readDenied, "--timeout", "15"}},
 			} {
 				r := d.Run(ctx, DefaultClientTimeout, tc.args...)
 				if r.ExitCode != 1 {
