@@ -51,9 +51,18 @@ func (r Result) Lines() []string {
 
 // Run runs a command with a timeout and captures its output.
 func Run(ctx context.Context, timeout time.Duration, name string, args ...string) Result {
+	return RunInput(ctx, timeout, "", name, args...)
+}
+
+// RunInput is Run with stdin (kcat -P reads the records to produce from
+// it). A non-zero exit is reported in the Result, not as an error.
+func RunInput(ctx context.Context, timeout time.Duration, stdin, name string, args ...string) Result {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
