@@ -15,15 +15,28 @@ import (
 	"github.com/sluice-gw/sluice/schema"
 )
 
-const sentinel = "SENTINEL-SSN-4242"
+const (
+	sentinel     = "SENTINEL-SSN-4242"
+	cardSentinel = "SENTINEL-CARD-4111111111111111"
+	// redacted is what fuzzRules' redact of card.number writes (the
+	// strategy's default replacement).
+	redacted = "REDACTED"
+)
 
 var fuzzRules = []filter.MaskRule{{Field: "customer.ssn", Strategy: "hash"}, {Field: "card.number", Strategy: "redact"}}
 
+// sentinelRecords are demo payments with the sentinel SSN and, on every
+// record but each third (which has a null card), a card with the sentinel
+// number.
 func sentinelRecords(t testing.TB, s *schema.Schema, n int) []testRecord {
 	recs := demoValues(t, s, n, 0)
 	for i := range recs {
 		p := schema.DemoRecord(i)
 		p.Customer.SSN = sentinel
+		p.Card = nil
+		if i%3 != 2 {
+			p.Card = &schema.DemoCard{Number: cardSentinel, Expiry: "12/29", Network: "visa"}
+		}
 		body, err := avro.Marshal(s.Avro, p)
 		if err != nil {
 			t.Fatal(err)
@@ -46,8 +59,9 @@ func fuzzSeeds(t testing.TB, s *schema.Schema) [][]byte {
 // FuzzRewriteBatches feeds arbitrary partition bytes through the mask
 // rewrite. Invariants: no panic; on success, every record of every complete
 // magic-2 data batch in the output has a null value (the error marker) or a
-// value that decodes under the schema with customer.ssn masked, so the
-// sentinel SSN is never delivered in clear.
+// value that decodes under the schema with customer.ssn hashed and, where
+// the card is not null, card.number redacted, so neither sentinel is ever
+// delivered in clear.
 func FuzzRewriteBatches(f *testing.F) {
 	s := parseSchema(f, 9, schema.DemoPaymentsSchema)
 	for _, seed := range fuzzSeeds(f, s) {
@@ -98,7 +112,10 @@ func FuzzRewriteBatches(f *testing.F) {
 				if len(p.Customer.SSN) != HashHexLen || p.Customer.SSN == sentinel {
 					t.Fatalf("ssn delivered unmasked: %q", p.Customer.SSN)
 				}
-				if bytes.Contains(r.value, []byte(sentinel)) {
+				if p.Card != nil && p.Card.Number != redacted {
+					t.Fatalf("card number delivered unredacted: %q", p.Card.Number)
+				}
+				if bytes.Contains(r.value, []byte(sentinel)) || bytes.Contains(r.value, []byte(cardSentinel)) {
 					t.Fatalf("sentinel in a delivered value")
 				}
 			}
