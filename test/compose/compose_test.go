@@ -674,7 +674,6 @@ func TestComposeConfigLoadsInSluice(t *testing.T) {
 // TestExampleConfigLoadsInSluice decodes the whole example with the real
 // binary's loader (which then stops at an invalid --listen).
 func TestExampleConfigLoadsInSluice(t *testing.T) {
-	harness.SkipIfSectionsBroken(t)
 	if msg := harness.ConfigDecodes(t, filepath.Join(root(), "configs", "sluice.example.yaml")); msg != "" {
 		t.Errorf("sluice cannot load configs/sluice.example.yaml: %s", msg)
 	}

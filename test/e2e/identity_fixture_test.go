@@ -59,7 +59,6 @@ type identityEnv struct {
 
 func startIdentityEnv(t *testing.T, withMTLS bool, extra map[string]any) *identityEnv {
 	t.Helper()
-	harness.SkipIfSectionsBroken(t)
 	dir := t.TempDir()
 	env := &identityEnv{dataDir: filepath.Join(dir, "data"), k: &kgoClient{}}
 	creds := filepath.Join(dir, "users.yaml")

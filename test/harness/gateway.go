@@ -450,18 +450,3 @@ func ConfigDecodes(t testing.TB, file string) string {
 	}
 	return s
 }
-
-// SkipIfSectionsBroken skips the test while sluice cannot load any config
-// file with a feature section (authn, policy, ...): cmd/sluice decodes each
-// section into a *yaml.Node field, which yaml.v3 fills as a struct, so
-// KnownFields rejects every key. Remove once fixed.
-func SkipIfSectionsBroken(t testing.TB) {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), "probe.yaml")
-	if err := os.WriteFile(file, []byte("upstream: {brokers: [\"127.0.0.1:1\"]}\nauthn: {credentials_file: /nonexistent}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if msg := ConfigDecodes(t, file); strings.Contains(msg, "not found in type yaml.Node") {
-		t.Skipf("gateway bug: sluice rejects every feature section of a config file: %s", msg)
-	}
-}
