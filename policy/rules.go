@@ -48,7 +48,7 @@ var rules = map[int16]rule{
 
 	// Classic consumer groups.
 	8:  {name: "offset_commit: read group; read topic per topic", kind: enforced, req: offsetCommitReq},
-	9:  {name: "offset_fetch: describe group (per group v8+); topics filtered by describe", kind: enforced, req: offsetFetchReq, resp: offsetFetchResp},
+	9:  {name: "offset_fetch: describe group (per group v8+); describe topic: named topics denied, listings filtered", kind: enforced, req: offsetFetchReq, resp: offsetFetchResp},
 	10: {name: "find_coordinator: describe group or transactional_id per key", kind: enforced, req: findCoordinatorReq},
 	11: {name: "join_group: read group", kind: enforced, req: group(ActionRead, func(r kmsg.Request) string { return r.(*kmsg.JoinGroupRequest).Group })},
 	12: {name: "heartbeat: read group", kind: enforced, req: group(ActionRead, func(r kmsg.Request) string { return r.(*kmsg.HeartbeatRequest).Group })},
@@ -75,7 +75,7 @@ var rules = map[int16]rule{
 
 	// Transactions and idempotence.
 	22: {name: "init_producer_id: write transactional_id, or idempotent_write cluster", kind: enforced, req: initProducerIDReq},
-	24: {name: "add_partitions_to_txn: write transactional_id; write topics; all or nothing", kind: enforced, req: addPartitionsToTxnReq},
+	24: {name: "add_partitions_to_txn: write transactional_id; write topics; all or nothing (OPERATION_NOT_ATTEMPTED)", kind: enforced, req: addPartitionsToTxnReq},
 	25: {name: "add_offsets_to_txn: write transactional_id; read group", kind: enforced, req: addOffsetsToTxnReq},
 	26: {name: "end_txn: write transactional_id", kind: enforced, req: txn(ActionWrite, func(r kmsg.Request) string { return r.(*kmsg.EndTxnRequest).TransactionalID })},
 	28: {name: "txn_offset_commit: write transactional_id; read group; read topic per topic", kind: enforced, req: txnOffsetCommitReq},

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
+	"github.com/sluice-gw/sluice/proxy/kafkaerr"
 )
 
 func offsetCommitReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
@@ -32,32 +34,86 @@ func offsetFetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	return f.strip(x, "Groups", "Groups", codes)
 }
 
-// offsetFetchResp leaves out the offsets of topics the principal may not
-// describe, whether the request named them or asked for all.
+// offsetFetchResp enforces describe on the topics of the response, as
+// Kafka does: a topic the request named that the principal may not describe
+// is answered with TOPIC_AUTHORIZATION_FAILED on each of its partitions (no
+// offset, no metadata), whether it exists or not; one the request did not
+// name (an all-topics fetch, or anything else upstream added) is left out.
 func offsetFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	resp := x.Response.(*kmsg.OffsetFetchResponse)
-	keep := func(name string, id [16]byte) bool {
+	req := x.Request.(*kmsg.OffsetFetchRequest)
+	// keep decides one topic of the response: kept as is, kept with
+	// TOPIC_AUTHORIZATION_FAILED (deny), or left out.
+	keep := func(name string, id [16]byte, named bool) (keep, deny bool) {
 		n, ok := topicName(x, name, id)
-		return ok && f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow
+		if ok {
+			d := f.query(ctx, x, ActionDescribe, ResourceTopic, n)
+			if d.Allow {
+				return true, false
+			}
+			if named {
+				recordDecision(f, x, ActionDescribe, n, d)
+			}
+		}
+		return named, named
 	}
 	kept := resp.Topics[:0]
 	for _, t := range resp.Topics {
-		if keep(t.Topic, [16]byte{}) {
+		k, deny := keep(t.Topic, [16]byte{}, offsetFetchNamed(req.Topics, t.Topic))
+		if deny {
+			for i := range t.Partitions {
+				p := &t.Partitions[i]
+				p.Offset, p.LeaderEpoch, p.Metadata, p.ErrorCode = -1, -1, kmsg.StringPtr(""), codeTopic
+			}
+		}
+		if k {
 			kept = append(kept, t)
 		}
 	}
 	resp.Topics = kept
 	for i := range resp.Groups {
 		g := &resp.Groups[i]
+		var named []kmsg.OffsetFetchRequestGroupTopic
+		for _, rg := range req.Groups {
+			if rg.Group == g.Group {
+				named = rg.Topics
+				break
+			}
+		}
 		gk := g.Topics[:0]
 		for _, t := range g.Topics {
-			if keep(t.Topic, t.TopicID) {
+			k, deny := keep(t.Topic, t.TopicID, offsetFetchGroupNamed(named, t.Topic, t.TopicID))
+			if deny {
+				for j := range t.Partitions {
+					p := &t.Partitions[j]
+					p.Offset, p.LeaderEpoch, p.Metadata, p.ErrorCode = -1, -1, kmsg.StringPtr(""), codeTopic
+				}
+			}
+			if k {
 				gk = append(gk, t)
 			}
 		}
 		g.Topics = gk
 	}
 	return nil
+}
+
+func offsetFetchNamed(ts []kmsg.OffsetFetchRequestTopic, name string) bool {
+	for _, t := range ts {
+		if t.Topic == name {
+			return true
+		}
+	}
+	return false
+}
+
+func offsetFetchGroupNamed(ts []kmsg.OffsetFetchRequestGroupTopic, name string, id [16]byte) bool {
+	for _, t := range ts {
+		if (name != "" && t.Topic == name) || (id != [16]byte{} && t.TopicID == id) {
+			return true
+		}
+	}
+	return false
 }
 
 func findCoordinatorReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
@@ -288,7 +344,7 @@ func addPartitionsToTxnReq(ctx context.Context, f *Filter, x *filter.Exchange) e
 		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
 			return err
 		}
-		return f.allTopics(ctx, x, ActionWrite, reflect.ValueOf(req.Topics))
+		return f.allOrNothing(x, f.topicCodes(ctx, x, ActionWrite, reflect.ValueOf(req.Topics)))
 	}
 	for _, t := range req.Transactions {
 		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, t.TransactionalID, codeTxn); err != nil {
@@ -298,6 +354,38 @@ func addPartitionsToTxnReq(ctx context.Context, f *Filter, x *filter.Exchange) e
 			return err
 		}
 	}
+	return nil
+}
+
+// allOrNothing answers an AddPartitionsToTxn (v0-3) with a denied topic
+// locally, as Kafka does: nothing is added, the denied topics' partitions
+// carry their code and the others OPERATION_NOT_ATTEMPTED.
+func (f *Filter) allOrNothing(x *filter.Exchange, codes []int16) error {
+	denied := false
+	for _, c := range codes {
+		denied = denied || c != 0
+	}
+	if !denied {
+		return nil
+	}
+	resp, err := kafkaerr.ErrorResponse(x.Request, kerr.OperationNotAttempted.Code)
+	if err != nil {
+		return err
+	}
+	topics := resp.(*kmsg.AddPartitionsToTxnResponse).Topics
+	if len(topics) != len(codes) {
+		return fmt.Errorf("policy: internal: %d topics answered for %d", len(topics), len(codes))
+	}
+	for i, c := range codes {
+		for j := range topics[i].Partitions {
+			if c != 0 {
+				topics[i].Partitions[j].ErrorCode = c
+			}
+		}
+	}
+	f.refused.WithLabelValues(apiName(x.Key)).Inc()
+	x.Local = resp
+	x.Set(stashKey{}, &stash{local: true})
 	return nil
 }
 
