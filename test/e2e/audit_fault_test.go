@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +294,135 @@ func TestAuditSpoolUnwritableFailsClosed(t *testing.T) {
 	}
 	if v := e.verifyTopic(t); !v.OK() {
 		t.Errorf("sluice audit verify after recovery: %s", v)
+	}
+}
+
+// TestAuditHungTopicDoesNotSlowRequests holds the audit topic's Produce
+// requests unanswered at the cluster (for less than produce_timeout, so
+// the gateway keeps waiting instead of spooling) while a partner produces
+// through the gateway: its requests are served as fast as ever, because
+// the audit sink is off the request path; the events wait in memory
+// (sluice_audit_queue_depth_events), and when the cluster answers they
+// are all written, in order.
+func TestAuditHungTopicDoesNotSlowRequests(t *testing.T) {
+	t.Parallel()
+	const hang = 6 * time.Second
+	e := startAuditEnv(t, map[string]any{"fold_window": "0s", "produce_timeout": "30s"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id := e.topicID(ctx, t, audTopic)
+	var hold atomic.Bool
+	var held atomic.Int64
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll)
+	c := e.cluster
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !hold.Load() {
+			return nil, nil, false
+		}
+		for _, rt := range r.(*kmsg.ProduceRequest).Topics {
+			if rt.Topic == audTopic || rt.TopicID == id {
+				held.Add(1)
+				c.SleepControl(func() { <-release })
+				break
+			}
+		}
+		return nil, nil, false // then answered normally
+	})
+
+	cl := e.client(t, audAcme, kgo.DefaultProduceTopic(audInbound))
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("before")}).FirstErr(); err != nil {
+		t.Fatalf("produce before the hang: %v", err)
+	}
+	e.waitMetric(t, "events written before the hang", "sluice_audit_events_written_total", 20*time.Second, func(v float64) bool { return v > 0 })
+
+	hold.Store(true)
+	hangStart := time.Now()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("trigger")}).FirstErr(); err != nil {
+		t.Fatalf("produce as the hang starts: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway sent no Produce to the audit topic after the hang started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The sink writes one batch at a time: with this one held, nothing
+	// more is written until the cluster answers.
+	written := e.metrics(t)["sluice_audit_events_written_total"]
+
+	const n = 30
+	done := make(chan error, 1)
+	var took time.Duration
+	go func() {
+		begin := time.Now()
+		var err error
+		for i := 0; i < n && err == nil; i++ {
+			err = cl.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("during-%d", i))}).FirstErr()
+		}
+		took = time.Since(begin)
+		done <- err
+	}()
+	// Generous: a request path waiting on audit would take the whole hang.
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("produce while the audit topic hangs: %v", err)
+		}
+	case <-time.After(hang / 2):
+		releaseAll()
+		t.Fatalf("%d produces through the gateway did not finish within %v while the audit topic hung: requests wait on audit", n, hang/2)
+	}
+	t.Logf("%d produces through the gateway in %v while the audit topic's writes hang", n, took)
+	m := e.metrics(t)
+	if m["sluice_audit_events_written_total"] != written || m["sluice_audit_events_spooled_total"] != 0 {
+		t.Fatalf("during the hang: written %v (was %v), spooled %v: the hang is not in effect",
+			m["sluice_audit_events_written_total"], written, m["sluice_audit_events_spooled_total"])
+	}
+	if q := m["sluice_audit_queue_depth_events"]; q < n {
+		t.Errorf("sluice_audit_queue_depth_events = %v while at least %d decisions wait behind the hung write", q, n)
+	}
+	if m["sluice_audit_failing_closed"] != 0 {
+		t.Error("failing closed while the queue has room")
+	}
+
+	time.Sleep(time.Until(hangStart.Add(hang)))
+	if w := e.metrics(t)["sluice_audit_events_written_total"]; w != written {
+		t.Fatalf("written %v during the hang (was %v)", w, written)
+	}
+	releaseAll()
+	hold.Store(false)
+	e.waitMetric(t, "queue drained", "sluice_audit_queue_depth_events", 30*time.Second, func(v float64) bool { return v == 0 })
+	cl.Close()
+	m = e.settle(t)
+	e.stop(t)
+
+	evs := e.events(t)
+	var sum int64
+	var produced int
+	for i, x := range audUnique(evs) {
+		if x.seq != uint64(i) {
+			t.Fatalf("unique event %d (offset %d) has sequence %d", i, x.rec.Offset, x.seq)
+		}
+		if d := x.ev.Data; d.Kind == audit.KindDecision {
+			sum += d.Count
+			if d.API.Name == "Produce" && d.Resource == audInbound && d.Decision == audit.Allow {
+				produced++
+			}
+		}
+	}
+	if float64(sum) != m["sluice_audit_decisions_total"] || produced != n+2 {
+		t.Errorf("decision events sum to %d (gateway: %v); %d produce decisions on %s, want %d", sum, m["sluice_audit_decisions_total"], produced, audInbound, n+2)
+	}
+	if m["sluice_audit_events_spooled_total"] != 0 {
+		t.Errorf("%v events spooled: the hang was shorter than produce_timeout", m["sluice_audit_events_spooled_total"])
+	}
+	if v := e.verifyTopic(t); !v.OK() {
+		t.Errorf("sluice audit verify after the hang: %s", v)
 	}
 }
