@@ -3,12 +3,17 @@
 
 Usage: decode.py SCHEMA_FILE < bodies
 Input: one hex-encoded Avro body (no wire-format header) per line.
-Output: one JSON document per line, keys sorted; bytes as hex, decimals,
-dates and timestamps as strings (Python's logical-type conversions).
+Output: one JSON document per line, keys sorted; bytes and fixed as hex;
+Python's logical-type values as text: decimals in plain notation
+("-123.45"), dates and timestamps in ISO 8601 ("2024-02-29",
+"2023-11-14T22:13:20.123000+00:00"), uuids in their canonical form.
 """
+import datetime
+import decimal
 import io
 import json
 import sys
+import uuid
 
 import avro.io
 import avro.schema
@@ -23,7 +28,13 @@ def norm(v):
         return [norm(x) for x in v]
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
-    return str(v)
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f")
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    raise SystemExit("unexpected decoded type %s: %r" % (type(v).__name__, v))
 
 
 def main():
