@@ -117,6 +117,11 @@ func TestPolicyDenialsWithRealClients(t *testing.T) {
 						}
 						if st.want != nil {
 							o.assertRefused(t, st.want)
+							// kcat -L prints a refused topic's error and
+							// exits 0; every other refusal is a failure.
+							if st.op != "describe" && o.ExitCode == 0 {
+								t.Errorf("the client exited 0 after the refusal: %s", o.Result)
+							}
 						} else if !o.OK() || len(o.errs) > 0 {
 							t.Fatalf("refused (%v): %s", o.errs, o.Result)
 						}
