@@ -64,6 +64,7 @@ type Auditor struct {
 	shipDone chan struct{}
 
 	spoolBytes atomic.Int64
+	shipping   atomic.Int64           // records the shipper has taken: being written or held
 	health     atomic.Pointer[string] // non-nil while failing closed
 	lastErr    atomic.Pointer[string] // last write error, for Healthy's text
 
@@ -197,8 +198,11 @@ func (a *Auditor) Instance() string { return a.instance }
 // ChainID is the id of this run's hash chain.
 func (a *Auditor) ChainID() string { return a.chainID }
 
-// QueueDepth is the number of events and records waiting in memory.
-func (a *Auditor) QueueDepth() int { return len(a.in) + len(a.out) }
+// QueueDepth is the number of events and records in memory that are
+// neither in the topic nor in the spool: queued for the sequencer or the
+// shipper, being written, or held while the spool cannot take them
+// (fail_closed).
+func (a *Auditor) QueueDepth() int { return len(a.in) + len(a.out) + int(a.shipping.Load()) }
 
 // Healthy returns nil while events can be recorded (written to the topic
 // or spooled), and an error while they cannot and the policy is

@@ -33,7 +33,7 @@
 //	sluice_audit_produce_errors_total    failed batch writes to the topic
 //	sluice_audit_requests_denied_total   requests denied while failing closed
 //	sluice_audit_chain_heads_total       signed chain heads written
-//	sluice_audit_queue_depth_events      events waiting in memory
+//	sluice_audit_queue_depth_events      events in memory (queued, being written, held)
 //	sluice_audit_spool_bytes             spool bytes not yet replayed
 //	sluice_audit_failing_closed          1 while denying for lack of audit
 //

@@ -108,11 +108,22 @@ func TestSpoolFullFailsClosed(t *testing.T) {
 		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
 		n++
 		if n%100 == 0 {
-			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
+			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 || env.a.Healthy() != nil })
 		}
 	}
 	if metricValue(env.a.m.failingClose) != 1 {
 		t.Error("failing_closed gauge not 1")
+	}
+	// Decisions made meanwhile (responses already on their way) are held
+	// in memory, and the queue depth gauge counts them.
+	const late = 50
+	for range late {
+		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
+		n++
+	}
+	waitFor(t, "sequenced and shipped", func() bool { return len(env.a.in) == 0 && len(env.a.out) == 0 })
+	if d := gaugeValue(t, env.reg, "sluice_audit_queue_depth_events"); d < late {
+		t.Errorf("sluice_audit_queue_depth_events = %v while at least %d events are held in memory", d, late)
 	}
 	x := exchange(c, 0)
 	err := f.OnRequest(ctx, x)

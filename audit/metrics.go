@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, a *Auditor) (*metrics, error) {
 			Help: "1 while new requests are denied because audit events cannot be recorded (alert on it)."}),
 	}
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sluice", Subsystem: "audit", Name: "queue_depth_events",
-		Help: "Events and encoded records waiting in memory to be written or spooled."}, func() float64 { return float64(a.QueueDepth()) })
+		Help: "Events and encoded records in memory, in neither topic nor spool: queued, being written, or held while the spool cannot take them."}, func() float64 { return float64(a.QueueDepth()) })
 	spool := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sluice", Subsystem: "audit", Name: "spool_bytes",
 		Help: "Bytes in the local spool not yet replayed to the topic."}, func() float64 { return float64(a.spoolBytes.Load()) })
 	m.reg = reg

@@ -47,17 +47,23 @@ func (a *Auditor) ship() {
 				out = nil
 				break
 			}
-			held = a.deliver(held, drainOut(out, [][]byte{b}))
+			batch := drainOut(out, [][]byte{b})
+			a.shipping.Store(int64(len(held) + len(batch)))
+			held = a.deliver(held, batch)
+			a.shipping.Store(int64(len(held)))
 		case <-tick.C:
 			if len(held) > 0 {
 				held = a.deliver(held, nil)
+				a.shipping.Store(int64(len(held)))
 			}
 		}
 	}
 	// Closed: wait for the spool to drain until Close's deadline.
+	defer a.shipping.Store(0) // spooled or counted dropped by then
 	for {
 		if len(held) > 0 {
 			held = a.deliver(held, nil)
+			a.shipping.Store(int64(len(held)))
 		}
 		a.spoolMu.Lock()
 		empty := a.spool.empty()

@@ -63,7 +63,7 @@ func TestSpoolUnwritableFailsClosedAndRecovers(t *testing.T) {
 		f.OnResponse(ctx, exchange(c, 0, denyTopic(fmt.Sprintf("t%d", n))))
 		n++
 		if n%50 == 0 {
-			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 })
+			waitFor(t, "queue empty", func() bool { return env.a.QueueDepth() == 0 || env.a.Healthy() != nil })
 		}
 	}
 	herr := env.a.Healthy().Error()
