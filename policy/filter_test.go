@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -112,7 +113,16 @@ var listings = map[int16]string{
 // policy that denies everything, no request of an enforced key may reach
 // the broker with a resource still in it.
 func TestEveryKeyHasARule(t *testing.T) {
-	for key := int16(0); kmsg.RequestForKey(key) != nil; key++ {
+	known := 0
+	for key := int16(0); key < keyBound; key++ {
+		if kmsg.RequestForKey(key) == nil {
+			// kmsg may skip numbers: keep looking up to the bound.
+			if _, ok := ruleFor(key); ok {
+				t.Errorf("api key %d has a rule but kmsg does not know it", key)
+			}
+			continue
+		}
+		known++
 		name := kmsg.NameForKey(key)
 		r, ok := ruleFor(key)
 		if !ok {
@@ -142,11 +152,15 @@ func TestEveryKeyHasARule(t *testing.T) {
 					continue
 				}
 				if d, isDenial := filter.AsDenial(err); isDenial {
-					if _, kerr := kafkaerr.ErrorResponse(x.Request, d.Code); kerr != nil {
+					resp, kerr := kafkaerr.ErrorResponse(x.Request, d.Code)
+					if kerr != nil {
 						t.Fatalf("v%d: denial cannot be answered: %v", v, kerr)
 					}
 					if r.kind == refused && d.Code != codeCluster {
 						t.Fatalf("v%d: refused with %d", v, d.Code)
+					}
+					if bad := notDenied(resp); bad != "" {
+						t.Fatalf("v%d: denial answered with %s", v, bad)
 					}
 					continue
 				}
@@ -159,6 +173,9 @@ func TestEveryKeyHasARule(t *testing.T) {
 				if x.Local != nil {
 					if x.Local.Key() != key || x.Local.GetVersion() != v {
 						t.Fatalf("v%d: local answer of key %d version %d", v, x.Local.Key(), x.Local.GetVersion())
+					}
+					if bad := notDenied(x.Local); bad != "" {
+						t.Fatalf("v%d: local answer under a deny-all policy with %s", v, bad)
 					}
 					continue
 				}
@@ -194,6 +211,34 @@ func TestEveryKeyHasARule(t *testing.T) {
 			}
 		})
 	}
+	if known != len(rules) {
+		t.Errorf("kmsg knows %d api keys below %d, the rules cover %d", known, keyBound, len(rules))
+	}
+}
+
+// keyBound is beyond every Kafka API key: TestEveryKeyHasARule looks at
+// every key below it, so a key kmsg adds after a gap is not missed.
+const keyBound = 1000
+
+// notDenied describes a resource of an answer under a deny-all policy that
+// does not carry an authorization-failed code ("" if every one does; an
+// answer naming no resource must carry one at the top level).
+func notDenied(resp kmsg.Response) string {
+	res := resources(resp)
+	named := 0
+	for k, c := range res {
+		if k == "" {
+			continue
+		}
+		named++
+		if _, ok := authCodes[c]; !ok {
+			return fmt.Sprintf("%s carrying code %d (%v)", k, c, kerr.ErrorForCode(c))
+		}
+	}
+	if _, ok := authCodes[res[""]]; named == 0 && !ok {
+		return fmt.Sprintf("no resource and top-level code %d", res[""])
+	}
+	return ""
 }
 
 // listed reports a resource still listed without an error in a filtered

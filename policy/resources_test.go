@@ -47,7 +47,7 @@ func resources(msg any) map[string]int16 {
 	if k := nameOf(v); k != "" {
 		out[k] = top
 	}
-	walkResources(v, "", out)
+	walkResources(v, "", false, out)
 	return out
 }
 
@@ -81,9 +81,14 @@ func nameValue(f reflect.Value) string {
 	return ""
 }
 
-// codeOf is the error code a resource element carries.
+// codeOf is the error code a resource element carries: its own ErrorCode
+// if set, else the first nonzero code of its partitions; an element without
+// an ErrorCode of its own (a batched AddPartitionsToTxn transaction) carries
+// the first nonzero code of its named children.
 func codeOf(v reflect.Value) int16 {
-	if ec := v.FieldByName("ErrorCode"); ec.IsValid() && ec.Kind() == reflect.Int16 && ec.Int() != 0 {
+	ec := v.FieldByName("ErrorCode")
+	own := ec.IsValid() && ec.Kind() == reflect.Int16
+	if own && ec.Int() != 0 {
 		return int16(ec.Int())
 	}
 	for i := 0; i < v.NumField(); i++ {
@@ -94,18 +99,27 @@ func codeOf(v reflect.Value) int16 {
 		for j := 0; j < f.Len(); j++ {
 			e := f.Index(j)
 			if nameOf(e) != "" {
+				if !own {
+					if c := codeOf(e); c != 0 {
+						return c
+					}
+				}
 				continue
 			}
-			if ec := e.FieldByName("ErrorCode"); ec.IsValid() && ec.Kind() == reflect.Int16 && ec.Int() != 0 {
-				return int16(ec.Int())
+			if c := e.FieldByName("ErrorCode"); c.IsValid() && c.Kind() == reflect.Int16 && c.Int() != 0 {
+				return int16(c.Int())
 			}
 		}
 	}
 	return 0
 }
 
-func walkResources(v reflect.Value, prefix string, out map[string]int16) {
-	if prefix == "" {
+// walkResources records the resources of v's lists under prefix. Elements
+// that name nothing are walked through; outside a named resource (where
+// they would be its partitions) those carrying an ErrorCode are recorded
+// by position, as "#0" (CreateACLs results).
+func walkResources(v reflect.Value, prefix string, inNamed bool, out map[string]int16) {
+	if prefix == "" && !inNamed {
 		// Every name field of the top level, not only the first.
 		for _, nf := range nameFields {
 			if n := nameValue(v.FieldByName(nf.field)); n != "" {
@@ -133,10 +147,14 @@ func walkResources(v reflect.Value, prefix string, out map[string]int16) {
 			e := f.Index(j)
 			k := nameOf(e)
 			if k == "" {
+				if ec := e.FieldByName("ErrorCode"); !inNamed && ec.IsValid() && ec.Kind() == reflect.Int16 {
+					out[fmt.Sprintf("%s#%d", prefix, j)] = int16(ec.Int())
+				}
+				walkResources(e, prefix, inNamed, out)
 				continue
 			}
 			out[prefix+k] = codeOf(e)
-			walkResources(e, prefix+k+"/", out)
+			walkResources(e, prefix+k+"/", true, out)
 		}
 	}
 }
