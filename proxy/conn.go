@@ -70,6 +70,7 @@ type pending struct {
 	x          filter.Exchange
 	chain      []filter.Filter
 	decodeResp bool
+	stream     bool // a Fetch response relayed as it arrives (fetchstream.go)
 	local      []byte // a complete frame to send as is (ApiVersions, SASL)
 	closeAfter bool   // close the connection once local is written
 	buf        *[]byte
@@ -392,6 +393,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	x.Conn, x.Key, x.Version, x.CorrelationID = c.fc, h.Key, h.Version, h.CorrelationID
 	x.Received, x.Topics = tRead, c.s.cluster
 	p.decodeResp = len(p.chain) > 0 || rewriteNeeded(h.Key, h.Version)
+	p.stream = h.Key == 1 && len(p.chain) == 0 && h.Version >= apis[1].flexibleFrom && h.Version <= fetchStreamMaxVersion
 
 	body := frame[h.BodyOffset:]
 	acks0 := false
@@ -675,6 +677,23 @@ func (c *clientConn) respond(p *pending) error {
 	}
 	c.s.m.upstream(x.Key, tFirst.Sub(p.tSent).Seconds())
 
+	if p.stream {
+		err := relayFetchResponse(c.nc, c.upRaw, hdr[:], n, x.Version, func(r *kmsg.FetchResponse) bool {
+			return rewriteAddresses(r, c.g, c.s.cluster)
+		})
+		if err != nil {
+			kind := "io"
+			if errors.Is(err, errFetchStream) {
+				kind = "protocol"
+			}
+			c.s.m.upstreamErrors.WithLabelValues(kind).Inc()
+			return fmt.Errorf("proxy: relaying fetch response: %w", err)
+		}
+		c.s.m.bytesOut.Add(float64(n + 4))
+		c.s.m.request(x.Key, outcomeForwarded)
+		c.s.m.gateway(x.Key, (p.tSent.Sub(p.tRead) + time.Since(tFirst)).Seconds())
+		return nil
+	}
 	if !p.decodeResp {
 		// Raw path: header, then the body straight from socket to
 		// socket (splice on plain TCP).

@@ -7,6 +7,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,6 +37,9 @@ var (
 	produceMB   = envInt("SLUICE_BENCH_MB", 256)
 	rttSamples  = envInt("SLUICE_BENCH_RTT", 1000)
 	onlyVariant = os.Getenv("SLUICE_BENCH_VARIANTS") // comma list; default all
+	// profileDir, if set, receives a CPU profile of every gateway process
+	// over the whole run (<variant>.pprof), for `go tool pprof`.
+	profileDir = os.Getenv("SLUICE_BENCH_PROFILE")
 )
 
 func envInt(k string, def int) int {
@@ -86,6 +90,9 @@ log: {level: warn, format: json}
 	}
 	g.cmd = exec.Command(harness.SluiceBin(b), "run", "--config", file)
 	g.cmd.Stdout, g.cmd.Stderr = os.Stderr, os.Stderr
+	if profileDir != "" {
+		g.cmd.Env = append(os.Environ(), "SLUICE_PPROF=1")
+	}
 	if err := g.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -106,6 +113,29 @@ log: {level: warn, format: json}
 	}
 	b.Fatal("gateway not ready")
 	return nil
+}
+
+// profile collects a CPU profile of the gateway for secs seconds into
+// profileDir/name.pprof; the returned func waits for it.
+func (g *gateway) profile(b *testing.B, name string, secs int) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.admin, secs))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(profileDir, strings.ReplaceAll(name, "+", "-")+".pprof"))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
 }
 
 // cpuSeconds is the gateway process's user+system CPU time.
@@ -268,21 +298,31 @@ func BenchmarkGateway(b *testing.B) {
 	for _, v := range active {
 		all[v.name] = &series{}
 	}
-	for r := 0; r < rounds; r++ {
+	// Round -1 warms every path up (connections, pools, the cluster's
+	// heap) and is not counted.
+	for r := -1; r < rounds; r++ {
 		order := append([]variant{}, active...)
-		if r%2 == 1 { // alternate the order each round
+		if r%2 != 0 { // alternate the order each round
 			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
 				order[i], order[j] = order[j], order[i]
 			}
 		}
 		for _, v := range order {
-			topic := fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.name, "+", "-"), r)
+			topic := fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.name, "+", "-"), r+1)
 			g := gws[v.name]
 			cpu := func() float64 { return 0 }
 			if g != nil {
 				cpu = func() float64 { return g.cpuSeconds(b) }
 			}
+			wait := func() {}
+			if g != nil && profileDir != "" && r == 0 {
+				wait = g.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
+			}
 			res := runOnce(b, boots[v.name], topic, cpu, opts[v.name]...)
+			wait()
+			if r < 0 {
+				continue
+			}
 			s := all[v.name]
 			s.prod = append(s.prod, res.produceMBs)
 			s.cons = append(s.cons, res.consumeMBs)

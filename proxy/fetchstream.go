@@ -1,0 +1,461 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Streaming Fetch responses.
+//
+// A flexible Fetch response that no filter wants still has to be looked at:
+// KIP-951 NodeEndpoints (broker addresses) can sit in its trailing tagged
+// fields. Reading a multi-megabyte response whole before writing its first
+// byte doubles the transfer time a consumer waits for per fetch, so the
+// gateway relays it as it arrives instead: the structure (topics,
+// partitions, aborted transactions, tagged fields) is parsed from a small
+// buffer and copied on, record batches are copied socket to socket (splice
+// on plain TCP), and only the response's own tagged fields, which come
+// last, are held back and rewritten.
+//
+// The size prefix has gone out before the tagged fields are seen, so the
+// rewritten section must have the original's size. Rewritten NodeEndpoints
+// that are shorter are padded with an unknown tagged field of zeros, which
+// every client skips (that is what unknown tags are for); ones that would be
+// longer are dropped and their room padded the same way: NodeEndpoints is a
+// hint, and a client without it refreshes metadata, which the gateway
+// rewrites. No upstream address is ever written.
+
+// fillerTag is the tag number of the first padding field (a second one, if
+// needed, is fillerTag+1). Tags must ascend within a section; the padding
+// goes last, above every tag Kafka defines, with one-byte tag numbers so
+// that a gap of two bytes can be filled.
+const fillerTag = 126
+
+// fetchStreamMaxVersion is the newest Fetch response layout relayFetch
+// knows; newer versions take the decoding path (a test fails when kmsg
+// learns a newer one, so that the layout is checked again).
+const fetchStreamMaxVersion = 18
+
+// errFetchStream marks an upstream Fetch response that does not parse; the
+// connection cannot be saved once part of it has been relayed.
+var errFetchStream = errors.New("proxy: malformed upstream fetch response")
+
+var fetchReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
+// fetchRelay is the state of one streamed response.
+type fetchRelay struct {
+	src  io.Reader // the upstream connection (splice source)
+	lim  io.LimitedReader
+	br   *bufio.Reader // reads from lim
+	dst  io.Writer
+	wb   []byte // structure read but not yet written
+	flex bool
+}
+
+// remaining is how many bytes of the response are still unread.
+func (r *fetchRelay) remaining() int64 { return r.lim.N + int64(r.br.Buffered()) }
+
+// take reads n structure bytes, queues them for the client and returns them.
+func (r *fetchRelay) take(n int) ([]byte, error) {
+	if int64(n) > r.remaining() {
+		return nil, fmt.Errorf("%w: field of %d bytes past the end", errFetchStream, n)
+	}
+	start := len(r.wb)
+	r.wb = append(r.wb, make([]byte, n)...)
+	if _, err := io.ReadFull(r.br, r.wb[start:]); err != nil {
+		return nil, err
+	}
+	return r.wb[start:], nil
+}
+
+func (r *fetchRelay) int32() (int32, error) {
+	b, err := r.take(4)
+	if err != nil {
+		return 0, err
+	}
+	return int32(binary.BigEndian.Uint32(b)), nil
+}
+
+// uvarint reads an unsigned varint byte by byte, queued for the client.
+func (r *fetchRelay) uvarint() (uint64, error) {
+	var v uint64
+	for i := 0; i < binary.MaxVarintLen32; i++ {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		r.wb = append(r.wb, c)
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: varint too long", errFetchStream)
+}
+
+// arrayLen reads an array length: compact (length+1) on flexible versions.
+// A null array is 0 elements.
+func (r *fetchRelay) arrayLen() (int64, error) {
+	if r.flex {
+		u, err := r.uvarint()
+		if err != nil || u == 0 {
+			return 0, err
+		}
+		return int64(u) - 1, nil
+	}
+	n, err := r.int32()
+	if n < 0 {
+		n = 0
+	}
+	return int64(n), err
+}
+
+// bytesLen reads a (nullable) string or bytes length; null is 0.
+func (r *fetchRelay) bytesLen(int16Len bool) (int64, error) {
+	switch {
+	case r.flex:
+		u, err := r.uvarint()
+		if err != nil || u == 0 {
+			return 0, err
+		}
+		return int64(u) - 1, nil
+	case int16Len:
+		b, err := r.take(2)
+		if err != nil {
+			return 0, err
+		}
+		return max(int64(int16(binary.BigEndian.Uint16(b))), 0), nil
+	default:
+		n, err := r.int32()
+		return max(int64(n), 0), err
+	}
+}
+
+// flush writes the queued structure bytes.
+func (r *fetchRelay) flush() error {
+	if len(r.wb) == 0 {
+		return nil
+	}
+	_, err := r.dst.Write(r.wb)
+	r.wb = r.wb[:0]
+	return err
+}
+
+// relay copies n bytes to the client unparsed: what the buffer holds, then
+// straight from the upstream connection.
+func (r *fetchRelay) relay(n int64) error {
+	if n > r.remaining() {
+		return fmt.Errorf("%w: %d bytes past the end", errFetchStream, n)
+	}
+	if n < 4<<10 {
+		_, err := r.take(int(n))
+		return err
+	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	if b := int64(r.br.Buffered()); b > 0 {
+		b = min(b, n)
+		p, _ := r.br.Peek(int(b))
+		if _, err := r.dst.Write(p); err != nil {
+			return err
+		}
+		_, _ = r.br.Discard(int(b))
+		n -= b
+	}
+	if n == 0 {
+		return nil
+	}
+	// io.CopyN hands dst a LimitedReader over the connection itself,
+	// which net.TCPConn splices.
+	w, err := io.CopyN(r.dst, r.src, n)
+	r.lim.N -= w
+	return err
+}
+
+// skipTags relays a tagged-field section whose fields carry no addresses.
+func (r *fetchRelay) skipTags() error {
+	num, err := r.uvarint()
+	if err != nil {
+		return err
+	}
+	for i := uint64(0); i < num; i++ {
+		if _, err := r.uvarint(); err != nil {
+			return err
+		}
+		size, err := r.uvarint()
+		if err != nil {
+			return err
+		}
+		if err := r.relay(int64(size)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// relayFetchResponse streams the rest of a Fetch response of the given
+// version from src to dst. hdr is the 8 bytes already read (size and
+// correlation id); size is the frame size from it. rewrite replaces the
+// addresses of a FetchResponse holding only NodeEndpoints and reports
+// whether it changed any.
+func relayFetchResponse(dst io.Writer, src io.Reader, hdr []byte, size int32, version int16,
+	rewrite func(*kmsg.FetchResponse) bool) error {
+	br := fetchReaders.Get().(*bufio.Reader)
+	wb := getBuf(64 << 10)
+	r := &fetchRelay{src: src, dst: dst, flex: version >= 12, wb: append(*wb, hdr...)}
+	r.lim = io.LimitedReader{R: src, N: int64(size) - 4}
+	br.Reset(&r.lim)
+	r.br = br
+	defer func() {
+		br.Reset(nil)
+		fetchReaders.Put(br)
+		*wb = r.wb[:0]
+		putBuf(wb)
+	}()
+	if err := r.body(version); err != nil {
+		return err
+	}
+	if !r.flex {
+		// Nothing follows the topics; relay anything that does, so
+		// that the next response starts where it should.
+		if err := r.relay(r.remaining()); err != nil {
+			return err
+		}
+		return r.flush()
+	}
+	// The response's own tagged fields: held back and rewritten at the
+	// same size.
+	rest := r.remaining()
+	if rest > 64<<20 {
+		return fmt.Errorf("%w: %d bytes of trailing tagged fields", errFetchStream, rest)
+	}
+	tail := make([]byte, rest)
+	if _, err := io.ReadFull(r.br, tail); err != nil {
+		return err
+	}
+	out, err := rewriteFetchTags(tail, version, rewrite)
+	if err != nil {
+		return err
+	}
+	r.wb = append(r.wb, out...)
+	return r.flush()
+}
+
+// body relays everything of a Fetch response body before its trailing
+// tagged fields, and the flexible response header's tags.
+func (r *fetchRelay) body(version int16) error {
+	if r.flex { // response header v1
+		if err := r.skipTags(); err != nil {
+			return err
+		}
+	}
+	fixed := 0
+	if version >= 1 {
+		fixed += 4 // throttle
+	}
+	if version >= 7 {
+		fixed += 6 // error code, session id
+	}
+	if _, err := r.take(fixed); err != nil {
+		return err
+	}
+	topics, err := r.arrayLen()
+	if err != nil {
+		return err
+	}
+	for ; topics > 0; topics-- {
+		if version >= 13 {
+			if _, err := r.take(16); err != nil { // topic id
+				return err
+			}
+		} else {
+			n, err := r.bytesLen(true)
+			if err != nil {
+				return err
+			}
+			if err := r.relay(n); err != nil { // topic name
+				return err
+			}
+		}
+		parts, err := r.arrayLen()
+		if err != nil {
+			return err
+		}
+		for ; parts > 0; parts-- {
+			if err := r.partition(version); err != nil {
+				return err
+			}
+			if len(r.wb) >= 32<<10 {
+				if err := r.flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if r.flex {
+			if err := r.skipTags(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// partition relays one partition of a Fetch response.
+func (r *fetchRelay) partition(version int16) error {
+	fixed := 4 + 2 + 8 // partition, error code, high watermark
+	if version >= 4 {
+		fixed += 8 // last stable offset
+	}
+	if version >= 5 {
+		fixed += 8 // log start offset
+	}
+	if _, err := r.take(fixed); err != nil {
+		return err
+	}
+	if version >= 4 {
+		aborted, err := r.arrayLen()
+		if err != nil {
+			return err
+		}
+		if aborted*16 > r.remaining() {
+			return fmt.Errorf("%w: %d aborted transactions past the end", errFetchStream, aborted)
+		}
+		for ; aborted > 0; aborted-- {
+			if _, err := r.take(16); err != nil { // producer id, first offset
+				return err
+			}
+			if r.flex {
+				if err := r.skipTags(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if version >= 11 {
+		if _, err := r.take(4); err != nil { // preferred read replica
+			return err
+		}
+	}
+	n, err := r.bytesLen(false)
+	if err != nil {
+		return err
+	}
+	if err := r.relay(n); err != nil {
+		return err
+	}
+	if r.flex {
+		return r.skipTags()
+	}
+	return nil
+}
+
+// rewriteFetchTags rewrites the trailing tagged-field section of a flexible
+// Fetch response so that it carries no upstream address and keeps its size.
+func rewriteFetchTags(tail []byte, version int16, rewrite func(*kmsg.FetchResponse) bool) ([]byte, error) {
+	if len(tail) == 0 {
+		return nil, fmt.Errorf("%w: no tagged fields", errFetchStream)
+	}
+	if len(tail) == 1 && tail[0] == 0 {
+		return tail, nil // the usual case: no tagged fields
+	}
+	// Decode the section with kmsg, through an otherwise empty response:
+	// throttle, error code and session id (v7+), no topics.
+	body := make([]byte, 0, 11+len(tail))
+	body = append(body, make([]byte, 10)...)
+	body = append(body, 1) // compact array of 0 topics
+	body = append(body, tail...)
+	resp := kmsg.NewPtrFetchResponse()
+	resp.SetVersion(version)
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("%w: trailing tagged fields: %v", errFetchStream, err)
+	}
+	if len(resp.Brokers) == 0 {
+		// Only tags kmsg does not know: kept as they are, as the
+		// decoding path keeps them.
+		return tail, nil
+	}
+	rewrite(resp)
+	// The padding goes last: drop unknown tags at or above it (tags
+	// must ascend, and nothing Kafka defines is there).
+	var kept kmsg.Tags
+	resp.UnknownTags.Each(func(k uint32, v []byte) {
+		if k < fillerTag {
+			kept.Set(k, v)
+		}
+	})
+	resp.UnknownTags = kept
+	if out, ok := encodeFetchTags(resp, len(tail)); ok {
+		return out, nil
+	}
+	// Rewritten endpoints do not fit: drop them.
+	resp.Brokers = nil
+	if out, ok := encodeFetchTags(resp, len(tail)); ok {
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: cannot keep the size of the tagged fields", errFetchStream)
+}
+
+// encodeFetchTags encodes resp's trailing tagged fields padded to exactly
+// size bytes, if they fit. A gap of one byte cannot be filled (a padding
+// field takes two at least); the caller then drops the endpoints.
+func encodeFetchTags(resp *kmsg.FetchResponse, size int) ([]byte, bool) {
+	enc := resp.AppendTo(nil)
+	tags := enc[11:] // after throttle, error code, session id, topics
+	if len(tags) == size {
+		return tags, true
+	}
+	if len(tags) > size {
+		return nil, false
+	}
+	num, n := binary.Uvarint(tags)
+	if n <= 0 {
+		return nil, false
+	}
+	fields := tags[n:]
+	// One or two padding fields (two when one cannot land on the size
+	// because its length varint would change width).
+	for pads := uint64(1); pads <= 2; pads++ {
+		head := binary.AppendUvarint(nil, num+pads)
+		room := size - len(head) - len(fields)
+		for i := uint64(0); i < pads; i++ {
+			room -= uvarintLen(fillerTag + i)
+		}
+		// room holds the pads' length varints and zero bytes; all
+		// but the last pad are empty (a one-byte length).
+		room -= int(pads - 1)
+		for lenWidth := 1; lenWidth <= 3; lenWidth++ {
+			content := room - lenWidth
+			if content < 0 || uvarintLen(uint64(content)) != lenWidth {
+				continue
+			}
+			out := make([]byte, 0, size)
+			out = append(out, head...)
+			out = append(out, fields...)
+			for i := uint64(0); i < pads-1; i++ {
+				out = binary.AppendUvarint(out, fillerTag+i)
+				out = append(out, 0)
+			}
+			out = binary.AppendUvarint(out, fillerTag+pads-1)
+			out = binary.AppendUvarint(out, uint64(content))
+			out = append(out, make([]byte, content)...)
+			return out, len(out) == size
+		}
+	}
+	return nil, false
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
