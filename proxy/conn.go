@@ -70,7 +70,7 @@ type pending struct {
 	x          filter.Exchange
 	chain      []filter.Filter
 	decodeResp bool
-	stream     bool // a Fetch response relayed as it arrives (fetchstream.go)
+	stream     bool   // a Fetch response relayed as it arrives (fetchstream.go)
 	local      []byte // a complete frame to send as is (ApiVersions, SASL)
 	closeAfter bool   // close the connection once local is written
 	buf        *[]byte
