@@ -117,6 +117,9 @@ func EvalFile(ctx context.Context, cfg Config, inputPath string) (Decision, erro
 	}
 	cfg.CacheSize = 0
 	cfg.ReloadInterval = 0
+	// Deciding one input is for investigating a policy, failing tests
+	// included: `sluice policy test` runs them.
+	cfg.RunTestsOnLoad = false
 	e, err := New(ctx, cfg, Options{})
 	if err != nil {
 		return Decision{}, err

@@ -32,8 +32,10 @@ type Config struct {
 	// EvalTimeout bounds one uncached evaluation; on timeout the decision
 	// is a deny. Default 100ms.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
-	// RunTestsOnLoad runs the Rego tests of Dir against every new revision
-	// and rejects the revision if any fails. Default false.
+	// RunTestsOnLoad runs the Rego tests of Dir (with the revision's data)
+	// against every new revision, at start and on reload, and rejects the
+	// revision if any fails; a directory without tests loads. Default true:
+	// the example policy's tests take some 20 ms, off the hot path.
 	RunTestsOnLoad bool `yaml:"run_tests_on_load"`
 	// ReloadInterval is how often Watch polls the policy and data files
 	// for changes. Default 1s.
@@ -47,6 +49,7 @@ func DefaultConfig() Config {
 		CacheSize:      65536,
 		CacheTTL:       time.Minute,
 		EvalTimeout:    100 * time.Millisecond,
+		RunTestsOnLoad: true,
 		ReloadInterval: time.Second,
 	}
 }

@@ -393,17 +393,119 @@ func TestReload(t *testing.T) {
 }
 
 func TestRunTestsOnLoad(t *testing.T) {
+	// The test says the policy denies; allowAll fails it.
 	failing := `package sluice.authz_test
 import data.sluice.authz
 test_denies if { not authz.decision.allow }
 `
-	_, _, err := tempEngine(t, allowAll, func(c *Config) {
-		c.RunTestsOnLoad = true
-		writePolicy(t, c.Dir, "p_test.rego", failing)
-	}, Options{})
-	if err == nil || !strings.Contains(err.Error(), "rego tests failed") || !strings.Contains(err.Error(), "test_denies") {
-		t.Fatalf("err = %v", err)
+	closed := "package sluice.authz\ndefault decision := {\"allow\": false, \"reason\": \"closed\"}\n"
+	if !DefaultConfig().RunTestsOnLoad {
+		t.Fatal("run_tests_on_load is not on by default")
 	}
+	t.Run("failing test rejects the first revision", func(t *testing.T) {
+		_, _, err := tempEngine(t, allowAll, func(c *Config) { writePolicy(t, c.Dir, "p_test.rego", failing) }, Options{})
+		if err == nil || !strings.Contains(err.Error(), "rego tests failed") || !strings.Contains(err.Error(), "test_denies") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("off: failing test ignored", func(t *testing.T) {
+		_, _, err := tempEngine(t, allowAll, func(c *Config) {
+			c.RunTestsOnLoad = false
+			writePolicy(t, c.Dir, "p_test.rego", failing)
+		}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("policy eval does not run them", func(t *testing.T) {
+		dir := t.TempDir()
+		writePolicy(t, dir, "p.rego", allowAll)
+		writePolicy(t, dir, "p_test.rego", failing)
+		in := filepath.Join(t.TempDir(), "in.json")
+		if err := os.WriteFile(in, []byte(`{"principal": {"id": "x"}, "action": "read", "resource": {"type": "topic", "name": "t"}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Dir = dir
+		if d, err := EvalFile(context.Background(), cfg, in); err != nil || !d.Allow {
+			t.Fatalf("eval: %+v %v", d, err)
+		}
+	})
+	t.Run("no tests loads", func(t *testing.T) {
+		if _, _, err := tempEngine(t, allowAll, nil, Options{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("reload whose tests fail is rejected", func(t *testing.T) {
+		var reloads []string
+		e, dir, err := tempEngine(t, closed, func(c *Config) { writePolicy(t, c.Dir, "p_test.rego", failing) }, Options{
+			Registerer: prometheus.NewRegistry(),
+			OnReload: func(rev string, err error) {
+				if err != nil {
+					rev += " error: " + err.Error()
+				}
+				reloads = append(reloads, rev)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := &Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "t", Now: testNow}
+		rev := e.Revision()
+		// The new policy compiles and probes fine; only its tests fail.
+		writePolicy(t, dir, "p.rego", allowAll)
+		e.poll(context.Background())
+		if e.Revision() != rev {
+			t.Fatal("a revision whose tests fail was swapped in")
+		}
+		if d := e.Decide(context.Background(), q); d.Allow || d.Reason != "closed" || d.Revision != rev {
+			t.Fatalf("after the rejected reload: %+v", d)
+		}
+		if got := counterValue(e.m.reloads.WithLabelValues("error")); got != 1 {
+			t.Errorf("reload errors = %v, want 1", got)
+		}
+		if len(reloads) != 2 || !strings.Contains(reloads[1], "rego tests failed") || !strings.Contains(reloads[1], "test_denies") {
+			t.Errorf("OnReload saw %q", reloads)
+		}
+		// Fixing the tests (here: the policy back) is picked up.
+		writePolicy(t, dir, "p.rego", closed+"# again\n")
+		e.poll(context.Background())
+		if e.Revision() == rev {
+			t.Fatal("fixed revision not loaded")
+		}
+	})
+	t.Run("tests see the revision's data", func(t *testing.T) {
+		// A change to data that breaks a test is rejected too.
+		pol := `package sluice.authz
+default decision := {"allow": false, "reason": "closed"}
+decision := {"allow": true, "reason": "listed"} if input.resource.name in data.open
+`
+		test := `package sluice.authz_test
+import data.sluice.authz
+test_open_is_open if { authz.decision.allow with input as {"resource": {"name": "open"}} }
+`
+		data := t.TempDir()
+		if err := os.WriteFile(filepath.Join(data, "open.json"), []byte(`["open"]`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e, _, err := tempEngine(t, pol, func(c *Config) {
+			c.DataDir = data
+			writePolicy(t, c.Dir, "p_test.rego", test)
+		}, Options{Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := e.Revision()
+		if err := os.WriteFile(filepath.Join(data, "open.json"), []byte(`["other"]`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "test_open_is_open") {
+			t.Fatalf("reload with data breaking a test: %v", err)
+		}
+		if e.Revision() != rev {
+			t.Fatal("revision swapped")
+		}
+	})
 }
 
 func TestRunTests(t *testing.T) {

@@ -182,7 +182,7 @@ type revision struct {
 
 // compile builds a revision from s: parse, compile, prepare the query, load
 // labels and grants (running validate on each grant's obligations), probe
-// the query once, and, if runTests, run the Rego tests.
+// the query once, and, if runTests and s has any, run the Rego tests.
 func compile(ctx context.Context, cfg *Config, s *sources, validate func(string, *filter.Obligations) error, runTests bool) (*revision, error) {
 	mods, err := parseModules(s.modules)
 	if err != nil {
@@ -242,7 +242,7 @@ func compile(ctx context.Context, cfg *Config, s *sources, validate func(string,
 		return nil, fmt.Errorf("policy: probe decision: %w", err)
 	}
 
-	if runTests {
+	if runTests && len(s.tests) > 0 {
 		var buf bytes.Buffer
 		ok, err := runTestsOn(ctx, s, &buf)
 		if err != nil {
