@@ -161,10 +161,9 @@ func TestBadAuthentication(t *testing.T) {
 		})
 	})
 	// The next two failures are detected by the proxy itself (not by
-	// proxy/authn), which reports them only through Options.OnAuth; cmd/sluice
-	// wires OnAuth to the auditor alone, so without a fix in proxy/ or
-	// cmd/sluice they are logged but not counted in
-	// sluice_authn_failures_total, and these subtests fail.
+	// proxy/authn) and reported through Options.OnAuth as gateway-detected
+	// (filter.AuthError.Gateway); cmd/sluice counts those in
+	// sluice_authn_failures_total as well as auditing them (commit 35c1b74).
 	t.Run("raw/authenticate-before-handshake", func(t *testing.T) {
 		counted(t, "unknown", "illegal_state", func() {
 			rc := dialRaw(t, env.gw.Bootstrap)
