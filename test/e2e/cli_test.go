@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -212,5 +213,75 @@ func TestDev(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Errorf("sluice dev did not stop within 15s of Ctrl-C")
+	}
+}
+
+// TestCommands runs the binary's offline subcommands: version, policy test
+// (the example policy passes; a failing test and a directory without tests
+// exit non-zero), policy eval on the example inputs (acme allowed, globex
+// denied with its reason), and `sluice run` with a policy whose Rego tests
+// fail (run_tests_on_load is on by default: it does not start).
+func TestCommands(t *testing.T) {
+	t.Parallel()
+	bin := harness.SluiceBin(t)
+	root := harness.ModuleRoot()
+	failing := t.TempDir()
+	for name, text := range map[string]string{
+		"p.rego":      "package sluice.authz\ndefault decision := {\"allow\": true, \"reason\": \"open\"}\n",
+		"p_test.rego": "package sluice.authz_test\nimport data.sluice.authz\ntest_closed if { not authz.decision.allow }\n",
+	} {
+		if err := os.WriteFile(filepath.Join(failing, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	untested := t.TempDir()
+	if err := os.WriteFile(filepath.Join(untested, "p.rego"), []byte("package sluice.authz\ndefault decision := {\"allow\": false}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(runCfg, []byte("listen: 127.0.0.1:0\nadmin_listen: \"\"\nupstream:\n  brokers: [\"127.0.0.1:1\"]\npolicy:\n  dir: "+failing+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eval := func(input string) []string {
+		return []string{"policy", "eval", "--policy-dir", filepath.Join(root, "configs", "policies"),
+			"--data-dir", filepath.Join(root, "configs", "data"), "--input", filepath.Join(root, "configs", "policies", "inputs", input)}
+	}
+	versionLine := regexp.MustCompile(`^sluice \S+\n$`)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		ok     bool
+		want   []string // in stdout (stderr for failures)
+		stdout *regexp.Regexp
+	}{
+		{"version", []string{"version"}, true, nil, versionLine},
+		{"--version", []string{"--version"}, true, nil, versionLine},
+		{"policy test example", []string{"policy", "test", filepath.Join(root, "configs", "policies")}, true, []string{"PASS: "}, nil},
+		{"policy test failing", []string{"policy", "test", failing}, false, []string{"test_closed", "FAIL"}, nil},
+		{"policy test without tests", []string{"policy", "test", untested}, false, []string{"no Rego test found"}, nil},
+		{"policy test missing dir", []string{"policy", "test", filepath.Join(untested, "nope")}, false, []string{"nope"}, nil},
+		{"policy eval acme", eval("acme-reads-demo.json"), true, []string{`"allow": true`, `"reason": "grant g-acme-demo"`, `"grant_id": "g-acme-demo"`}, nil},
+		{"policy eval globex", eval("globex-reads-demo.json"), true, []string{`"allow": false`, `"reason": "no grant for topic demo"`}, nil},
+		{"run with failing rego tests", []string{"run", "--config", runCfg}, false, []string{"rego tests failed", "test_closed"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := harness.Run(context.Background(), 30*time.Second, bin, tc.args...)
+			if r.OK() != tc.ok || r.ExitCode < 0 {
+				t.Fatalf("exit %d, want success %v:\n%s", r.ExitCode, tc.ok, r)
+			}
+			out := r.Stdout
+			if !tc.ok {
+				out += r.Stderr
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, r)
+				}
+			}
+			if tc.stdout != nil && !tc.stdout.MatchString(r.Stdout) {
+				t.Errorf("stdout %q does not match %s", r.Stdout, tc.stdout)
+			}
+		})
 	}
 }
