@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -72,6 +73,7 @@ func TestUpstreamOutage(t *testing.T) {
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", logs.String())
 		}
+		assertJSONLogs(t, logs.String())
 	}()
 	alive := func() {
 		t.Helper()
@@ -127,6 +129,20 @@ func TestUpstreamOutage(t *testing.T) {
 	waitReady("first cluster")
 	roundTrip("first cluster", "one")
 
+	upErrors := func() float64 {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatalf("/metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		if _, err := io.Copy(&b, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return sumMetric(parseMetrics(t, b.String()), "sluice_proxy_upstream_errors_total")
+	}
+	errorsBefore := upErrors()
+
 	// A connected client while the cluster goes away.
 	k := &kgoClient{}
 	held := k.newClient(t, boot, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(2*time.Second))
@@ -141,6 +157,13 @@ func TestUpstreamOutage(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	alive()
+	// The outage is counted: the held connection's upstream failed, and
+	// the metadata refresh (every 300ms) cannot reach a broker.
+	if after := upErrors(); after <= errorsBefore {
+		t.Errorf("sluice_proxy_upstream_errors_total stayed at %v during the outage", after)
+	} else {
+		t.Logf("upstream errors during the outage: %v -> %v", errorsBefore, after)
+	}
 
 	second := harness.StartCluster(t, 3, kfake.Ports(ports...), kfake.SeedTopics(3, topic))
 	second.RegisterOwner(cmd.Process.Pid, "gateway")
