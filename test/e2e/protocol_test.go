@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,5 +204,74 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Errorf("gateway exit: %v", err)
+	}
+}
+
+// TestShutdownDeadline holds a Produce in the broker (a kfake control
+// function sleeps on it) longer than shutdown_timeout and sends SIGTERM:
+// the gateway waits for it until the deadline, then closes the connection
+// and exits 0 within the bound, logging that it cut requests short.
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	const topic = "e2e-shutdown-deadline"
+	const timeout = time.Second
+	cluster := harness.StartCluster(t, 3, kfake.SeedTopics(1, topic))
+	entered, release := make(chan struct{}), make(chan struct{})
+	var held atomic.Bool
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		pr := req.(*kmsg.ProduceRequest)
+		if len(pr.Topics) == 1 && pr.Topics[0].Topic == topic && held.CompareAndSwap(false, true) {
+			close(entered)
+			cluster.SleepControl(func() { <-release })
+		}
+		return nil, nil, false // then kfake handles it as usual
+	})
+	t.Cleanup(func() { close(release) }) // before the cluster closes
+	gw := harness.StartGateway(t, cluster, map[string]any{"shutdown_timeout": timeout.String()})
+	rc := dialRaw(t, gw.Brokers(t)[cluster.LeaderFor(topic, 0)])
+
+	pr := kmsg.NewPtrProduceRequest()
+	pr.SetVersion(9)
+	pr.Acks, pr.TimeoutMillis = -1, 60000
+	pt := kmsg.NewProduceRequestTopic()
+	pt.Topic = topic
+	pp := kmsg.NewProduceRequestTopicPartition()
+	pp.Records = oneRecordBatch()
+	pt.Partitions = append(pt.Partitions, pp)
+	pr.Topics = append(pr.Topics, pt)
+	answered := make(chan error, 1)
+	go func() {
+		_, err := rc.roundTrip(pr)
+		answered <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the produce never reached the broker")
+	}
+
+	start := time.Now()
+	err := gw.Stop()
+	took := time.Since(start)
+	t.Logf("gateway exited %v after SIGTERM (shutdown_timeout %v)", took.Round(time.Millisecond), timeout)
+	if err != nil {
+		t.Errorf("gateway exit: %v", err)
+	}
+	if took < timeout-100*time.Millisecond {
+		t.Errorf("gateway exited after %v, before the %v deadline, with a request in flight", took, timeout)
+	}
+	if took > timeout+4*time.Second {
+		t.Errorf("gateway took %v to exit, the deadline was %v", took, timeout)
+	}
+	select {
+	case err := <-answered:
+		if err == nil || !closed(err) {
+			t.Errorf("the held produce got %v, want its connection closed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the held produce's connection is still open after the gateway exited")
+	}
+	if !strings.Contains(gw.Logs(), "shutdown deadline passed") {
+		t.Errorf("the gateway did not log that it cut requests short")
 	}
 }
