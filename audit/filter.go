@@ -41,6 +41,10 @@ func (f *auditFilter) Name() string { return "audit" }
 
 func (f *auditFilter) Wants(int16) bool { return true }
 
+// ReportsResponseChanges implements filter.ChangeReporter: the audit
+// filter reads responses and never changes them.
+func (f *auditFilter) ReportsResponseChanges(int16) bool { return true }
+
 func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	reason := f.a.health.Load()
 	if reason == nil {

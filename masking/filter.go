@@ -161,7 +161,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 			p := &t.Partitions[pi]
 			if !resolved && len(x.Obligations) > 0 {
 				// Fail closed: the topic might carry obligations.
-				f.failFetch(p, kerr.UnknownTopicID.Code)
+				f.failFetch(x, p, kerr.UnknownTopicID.Code)
 				continue
 			}
 			if obl.Empty() || len(p.RecordBatches) == 0 {
@@ -177,7 +177,13 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 	x.Stats.Bytes += stats.Bytes
 }
 
-func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
+// ReportsResponseChanges implements filter.ChangeReporter for Fetch: every
+// change to a fetched partition goes through failFetch or the end of
+// maskFetchPartition, which mark the exchange.
+func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fetch.Int16() }
+
+func (f *Filter) failFetch(x *filter.Exchange, p *kmsg.FetchResponseTopicPartition, code int16) {
+	x.MarkResponseChanged()
 	p.ErrorCode = code
 	p.RecordBatches = []byte{} // empty, not null: librdkafka cannot parse null records
 	f.partFailed.WithLabelValues("fetch").Inc()
@@ -188,7 +194,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 	if err != nil {
 		f.log.Error("masking obligations do not compile", zap.String("topic", topic), zap.Error(err))
 		f.failures.WithLabelValues(reasonRule).Inc()
-		f.failFetch(p, kerr.UnknownServerError.Code)
+		f.failFetch(x, p, kerr.UnknownServerError.Code)
 		f.failed(x, topic, p.Partition, "partition failed: obligations do not compile: "+err.Error())
 		return
 	}
@@ -203,7 +209,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		if f.warnAllowed() {
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
-		f.failFetch(p, kerr.UnknownServerError.Code)
+		f.failFetch(x, p, kerr.UnknownServerError.Code)
 		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
 		return
 	}
@@ -215,6 +221,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		f.failed(x, topic, p.Partition, fmt.Sprintf("%d records replaced by the error marker: %v", m.failures, m.lastErr))
 	}
 	p.RecordBatches = out
+	x.MarkResponseChanged()
 	stats.Records += int64(st.Records)
 	stats.Bytes += int64(len(out))
 }

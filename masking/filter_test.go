@@ -88,6 +88,9 @@ func TestFilterFetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		pay, other, strict, unknown := &resp.Topics[0].Partitions[0], &resp.Topics[1].Partitions[0], &resp.Topics[2].Partitions[0], &resp.Topics[3].Partitions[0]
+		if !x.ResponseChanged() {
+			t.Fatal("masked response not marked changed: the proxy would send the upstream's bytes")
+		}
 		if &other.RecordBatches[0] != &good[0] || len(other.RecordBatches) != len(good) {
 			t.Fatal("partition without obligations was copied")
 		}

@@ -133,10 +133,18 @@ func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 		}
 	}
 	if st != nil {
+		if len(st.subs) > 0 {
+			x.MarkResponseChanged()
+		}
 		return st.merge(x.Response)
 	}
 	return nil
 }
+
+// ReportsResponseChanges implements filter.ChangeReporter for Produce and
+// Fetch, the keys whose responses are large: the filter marks the
+// exchange whenever it changes one (fetchResp, stash.merge).
+func (f *Filter) ReportsResponseChanges(key int16) bool { return key == 0 || key == 1 }
 
 // refuse denies the whole request.
 func (f *Filter) refuse(x *filter.Exchange, code int16, reason string) error {

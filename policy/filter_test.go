@@ -309,6 +309,9 @@ func TestProducePartial(t *testing.T) {
 	if len(got) != 2 || got["inbound.acme.returns"] != 0 || got["orders.eu"] != kerr.TopicAuthorizationFailed.Code {
 		t.Fatalf("response codes %v", got)
 	}
+	if !x.ResponseChanged() {
+		t.Fatal("response with denied topics merged back not marked changed")
+	}
 	if len(x.Decisions) != 2 || x.Decisions[1].Allow || x.Decisions[1].Resource != "orders.eu" || len(x.Decisions[1].Partitions) != 1 {
 		t.Fatalf("decisions %+v", x.Decisions)
 	}
@@ -430,6 +433,9 @@ func TestFetchResponseSideDeniesSessionPartitions(t *testing.T) {
 	p := resp.Topics[1].Partitions[0]
 	if p.ErrorCode != kerr.TopicAuthorizationFailed.Code || len(p.RecordBatches) != 0 || p.HighWatermark != -1 {
 		t.Fatalf("denied topic still delivered: %+v", p)
+	}
+	if !x.ResponseChanged() {
+		t.Fatal("response with a denied topic not marked changed: the proxy would send the upstream's bytes")
 	}
 	if x.Obligations["orders.eu"] == nil || x.Obligations["payments.settled"] != nil {
 		t.Fatalf("obligations %+v", x.Obligations)

@@ -111,6 +111,7 @@ func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 			return err
 		}
 		resp.Topics[i] = er.(*kmsg.FetchResponse).Topics[0]
+		x.MarkResponseChanged()
 		if x.Obligations != nil {
 			delete(x.Obligations, name)
 		}

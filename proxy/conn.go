@@ -247,18 +247,43 @@ func (c *clientConn) readRest(buf *[]byte, frame []byte, rest int) (*[]byte, []b
 	return nb, b[4:], nil
 }
 
-// copyRest relays the unread rest of a cut-through frame to the upstream.
+// copyRest relays the unread rest of a cut-through frame to the upstream:
+// what the client reader has buffered, then socket to socket (splice on
+// plain TCP; a TLS side copies through a large buffer).
 func (c *clientConn) copyRest(rest int) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	// writerOnly hides the upstream's ReadFrom, so that io.CopyBuffer uses
-	// our large buffer rather than a 32 KiB one.
-	n, err := io.CopyBuffer(struct{ io.Writer }{c.up}, io.LimitReader(c.br, int64(rest)), *bp)
+	if b := min(c.br.Buffered(), rest); b > 0 {
+		p, _ := c.br.Peek(b)
+		if _, err := c.up.Write(p); err != nil {
+			return err
+		}
+		_, _ = c.br.Discard(b)
+		c.s.m.bytesIn.Add(float64(b))
+		rest -= b
+	}
+	if rest == 0 {
+		return nil
+	}
+	var n int64
+	var err error
+	if _, ok := c.upRaw.(io.ReaderFrom); ok && !isTLS(c.nc) && !isTLS(c.upRaw) {
+		n, err = io.CopyN(c.upRaw, c.nc, int64(rest))
+	} else {
+		bp := copyBufs.Get().(*[]byte)
+		// writerOnly hides a ReadFrom, so that io.CopyBuffer uses our
+		// large buffer rather than a 32 KiB one.
+		n, err = io.CopyBuffer(struct{ io.Writer }{c.up}, io.LimitReader(c.nc, int64(rest)), *bp)
+		copyBufs.Put(bp)
+	}
 	c.s.m.bytesIn.Add(float64(n))
 	if err == nil && n < int64(rest) {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+func isTLS(nc net.Conn) bool {
+	_, ok := nc.(*tls.Conn)
+	return ok
 }
 
 // readLoop reads requests until the client goes away, a request is refused
@@ -497,6 +522,17 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 
 type deniedKey struct{}
 
+// reportsChanges reports whether every filter of chain reports its changes
+// to responses of key (filter.ChangeReporter).
+func reportsChanges(chain []filter.Filter, key int16) bool {
+	for _, f := range chain {
+		if cr, ok := f.(filter.ChangeReporter); !ok || !cr.ReportsResponseChanges(key) {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *clientConn) enqueue(p *pending) bool {
 	select {
 	case c.inflight <- p:
@@ -733,7 +769,7 @@ func (c *clientConn) respond(p *pending) error {
 	denied := c.runResponseFilters(p)
 	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
 	out := b
-	if changed || len(p.chain) > 0 || denied {
+	if changed || denied || x.Response != resp || x.ResponseChanged() || !reportsChanges(p.chain, x.Key) {
 		enc := getBuf(len(b) + 256)
 		defer putBuf(enc)
 		*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)

@@ -454,3 +454,58 @@ func TestLargeFramesCutThrough(t *testing.T) {
 		t.Fatal("the filtered run never decoded a produce request")
 	}
 }
+
+// reporting is a filter that declares it reports its response changes
+// (filter.ChangeReporter).
+type reporting struct{ filter.Funcs }
+
+func (reporting) ReportsResponseChanges(int16) bool { return true }
+
+// TestResponseChangeReporting: a response is encoded again unless every
+// filter of the chain reports its changes and none marked one, so a filter
+// without the contract, or one that marks, always gets its change to the
+// client; only a reporting filter that does not mark has its response sent
+// as the upstream's bytes.
+func TestResponseChangeReporting(t *testing.T) {
+	mutate := func(mark bool) filter.Funcs {
+		return filter.Funcs{FilterName: "mutate", Keys: []int16{32}, Resp: func(_ context.Context, x *filter.Exchange) error {
+			msg := "changed by the filter"
+			for i := range x.Response.(*kmsg.DescribeConfigsResponse).Resources {
+				x.Response.(*kmsg.DescribeConfigsResponse).Resources[i].ErrorMessage = &msg
+			}
+			if mark {
+				x.MarkResponseChanged()
+			}
+			return nil
+		}}
+	}
+	for _, tc := range []struct {
+		name    string
+		f       filter.Filter
+		changed bool
+	}{
+		{"no contract", mutate(false), true},
+		{"reports and marks", reporting{mutate(true)}, true},
+		{"reports, no mark", reporting{mutate(false)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.f)
+			cl := e.client(t)
+			req := kmsg.NewPtrDescribeConfigsRequest()
+			r := kmsg.NewDescribeConfigsRequestResource()
+			r.ResourceType, r.ResourceName = kmsg.ConfigResourceTypeBroker, "0"
+			req.Resources = append(req.Resources, r)
+			resp, err := req.RequestWith(context.Background(), cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Resources) == 0 {
+				t.Fatal("no resources in the response")
+			}
+			got := resp.Resources[0].ErrorMessage != nil && *resp.Resources[0].ErrorMessage == "changed by the filter"
+			if got != tc.changed {
+				t.Fatalf("client saw the filter's change: %v, want %v", got, tc.changed)
+			}
+		})
+	}
+}

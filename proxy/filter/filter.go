@@ -48,6 +48,18 @@ type Filter interface {
 	OnResponse(ctx context.Context, x *Exchange) error
 }
 
+// ChangeReporter is implemented by a filter that reports every change it
+// makes to a decoded response of the keys it names, by calling
+// Exchange.MarkResponseChanged. When every filter of a chain reports
+// changes for a key and none marked the exchange, the proxy sends the
+// upstream's response bytes as they came (its own address rewriting is
+// tracked apart) instead of encoding the decoded response again. A filter
+// that does not implement it is taken to change every response, which is
+// always safe.
+type ChangeReporter interface {
+	ReportsResponseChanges(key int16) bool
+}
+
 // Funcs adapts plain functions to a Filter; nil functions are no-ops.
 type Funcs struct {
 	FilterName string
@@ -165,7 +177,16 @@ type Exchange struct {
 	// Values carries other per-exchange state between filters; keys
 	// should be unexported types of the owning package.
 	Values map[any]any
+
+	respChanged bool
 }
+
+// MarkResponseChanged records that a filter changed x.Response in place
+// (see ChangeReporter).
+func (x *Exchange) MarkResponseChanged() { x.respChanged = true }
+
+// ResponseChanged reports whether a filter marked x.Response changed.
+func (x *Exchange) ResponseChanged() bool { return x.respChanged }
 
 // TopicResolver maps topic IDs to names and back.
 type TopicResolver interface {
