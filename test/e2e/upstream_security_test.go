@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,44 +17,78 @@ import (
 )
 
 // TestUpstreamSecurity puts the gateway in front of clusters that require
-// TLS and/or SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512). Clients connect to
-// the gateway in plaintext without credentials; the gateway authenticates
-// upstream with its own, its password coming from the environment.
+// TLS, mutual TLS and/or SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+// Clients connect to the gateway in plaintext without credentials; the
+// gateway authenticates upstream with its own: its password from the
+// environment or from a file (password_file, trailing newline trimmed),
+// its client certificate from cert_file/key_file.
 func TestUpstreamSecurity(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		tls       bool
+		mtls      bool // the brokers require a client certificate
 		mechanism string
+		pwFile    bool // password_file instead of password_env
 	}{
-		{"tls", true, ""},
-		{"sasl-plain", false, "PLAIN"},
-		{"sasl-scram-sha-256", false, "SCRAM-SHA-256"},
-		{"tls+sasl-scram-sha-512", true, "SCRAM-SHA-512"},
+		{name: "tls", tls: true},
+		{name: "mtls", tls: true, mtls: true},
+		{name: "sasl-plain", mechanism: "PLAIN"},
+		{name: "sasl-plain-password-file", mechanism: "PLAIN", pwFile: true},
+		{name: "sasl-scram-sha-256", mechanism: "SCRAM-SHA-256"},
+		{name: "tls+sasl-scram-sha-512", tls: true, mechanism: "SCRAM-SHA-512"},
+		{name: "mtls+sasl-scram-sha-256-password-file", tls: true, mtls: true, mechanism: "SCRAM-SHA-256", pwFile: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			topic := "e2e-upstream-" + unsafeTopicChars.ReplaceAllString(tc.name, "")
 			cc := harness.ClusterConfig{Brokers: 3, Opts: []kfake.Opt{kfake.SeedTopics(3, topic)}}
-			extra := map[string]any{}
+			up := map[string]any{}
 			var env []string
+			// With mtls, once the harness has read the brokers' versions
+			// (without a certificate), every connection must present one
+			// issued by the CA.
+			var strict atomic.Bool
+			var withCert, withoutCert atomic.Int64
 			if tc.tls {
 				ca := harness.NewTestCA(t)
 				cc.TLS = ca.ServerConfig(t)
-				extra["upstream"] = map[string]any{"tls": map[string]any{"enabled": true, "ca_file": ca.CAFile}}
+				tlsCfg := map[string]any{"enabled": true, "ca_file": ca.CAFile}
+				if tc.mtls {
+					cc.TLS.ClientCAs, cc.TLS.ClientAuth = ca.Pool, tls.VerifyClientCertIfGiven
+					cc.TLS.VerifyConnection = func(cs tls.ConnectionState) error {
+						if len(cs.PeerCertificates) > 0 && cs.PeerCertificates[0].Subject.CommonName == "sluice-gw" {
+							withCert.Add(1)
+							return nil
+						}
+						if strict.Load() {
+							withoutCert.Add(1)
+							return errors.New("client certificate required")
+						}
+						return nil
+					}
+					tlsCfg["cert_file"], tlsCfg["key_file"] = ca.IssueFiles(t, "sluice-gw")
+				}
+				up["tls"] = tlsCfg
 			}
 			if tc.mechanism != "" {
 				cc.Opts = append(cc.Opts, kfake.EnableSASL(), kfake.Superuser(tc.mechanism, "sluice-gw", "upstream-secret"))
-				up, _ := extra["upstream"].(map[string]any)
-				if up == nil {
-					up = map[string]any{}
+				sasl := map[string]any{"mechanism": tc.mechanism, "username": "sluice-gw"}
+				if tc.pwFile {
+					file := filepath.Join(t.TempDir(), "upstream.password")
+					if err := os.WriteFile(file, []byte("upstream-secret\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					sasl["password_file"] = file
+				} else {
+					sasl["password_env"] = "SLUICE_E2E_UPSTREAM_PASSWORD"
+					env = append(env, "SLUICE_E2E_UPSTREAM_PASSWORD=upstream-secret")
 				}
-				up["sasl"] = map[string]any{"mechanism": tc.mechanism, "username": "sluice-gw", "password_env": "SLUICE_E2E_UPSTREAM_PASSWORD"}
-				extra["upstream"] = up
-				env = append(env, "SLUICE_E2E_UPSTREAM_PASSWORD=upstream-secret")
+				up["sasl"] = sasl
 			}
 			cluster := harness.StartClusterWith(t, cc)
-			gw := harness.StartGateway(t, cluster, extra, env...)
+			strict.Store(true)
+			gw := harness.StartGateway(t, cluster, map[string]any{"upstream": up}, env...)
 
 			k := &kgoClient{}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -71,6 +110,11 @@ func TestUpstreamSecurity(t *testing.T) {
 				}
 				if handshakes == 0 {
 					t.Errorf("the gateway never authenticated upstream")
+				}
+			}
+			if tc.mtls {
+				if withCert.Load() == 0 || withoutCert.Load() != 0 {
+					t.Errorf("upstream TLS handshakes: %d with the gateway's certificate, %d without one", withCert.Load(), withoutCert.Load())
 				}
 			}
 		})
