@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,6 +148,7 @@ func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 
 func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *kmsg.FetchResponse) {
 	var stats filter.Stats
+	var jobs []maskJob
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name := t.Topic
@@ -161,7 +164,8 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 			p := &t.Partitions[pi]
 			if !resolved && len(x.Obligations) > 0 {
 				// Fail closed: the topic might carry obligations.
-				f.failFetch(x, p, kerr.UnknownTopicID.Code)
+				f.failFetch(p, kerr.UnknownTopicID.Code)
+				x.MarkResponseChanged()
 				continue
 			}
 			if obl.Empty() || len(p.RecordBatches) == 0 {
@@ -170,20 +174,67 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 				stats.Bytes += int64(len(p.RecordBatches))
 				continue
 			}
-			f.maskFetchPartition(ctx, x, name, obl, p, &stats)
+			jobs = append(jobs, maskJob{topic: name, obl: obl, p: p})
+		}
+	}
+	if len(jobs) > 0 {
+		// Every partition masked is changed: rewritten or failed.
+		x.MarkResponseChanged()
+		f.runMaskJobs(ctx, x, jobs)
+		for i := range jobs {
+			stats.Records += jobs[i].stats.Records
+			stats.Bytes += jobs[i].stats.Bytes
 		}
 	}
 	x.Stats.Records += stats.Records
 	x.Stats.Bytes += stats.Bytes
 }
 
-// ReportsResponseChanges implements filter.ChangeReporter for Fetch: every
-// change to a fetched partition goes through failFetch or the end of
-// maskFetchPartition, which mark the exchange.
+// maskJob is one fetched partition to mask.
+type maskJob struct {
+	topic string
+	obl   *filter.Obligations
+	p     *kmsg.FetchResponseTopicPartition
+	stats filter.Stats
+}
+
+// runMaskJobs masks the partitions of one response, several at once when
+// the machine has cores to spare: a consumer waits for the whole response,
+// so its partitions are masked side by side rather than one after another.
+// Each job touches only its own partition and counters.
+func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []maskJob) {
+	workers := min(len(jobs), runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i := range jobs {
+			j := &jobs[i]
+			f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return
+				}
+				j := &jobs[i]
+				f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// ReportsResponseChanges implements filter.ChangeReporter for Fetch:
+// fetchResponse marks the exchange whenever it fails or masks a partition.
 func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fetch.Int16() }
 
-func (f *Filter) failFetch(x *filter.Exchange, p *kmsg.FetchResponseTopicPartition, code int16) {
-	x.MarkResponseChanged()
+func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
 	p.ErrorCode = code
 	p.RecordBatches = []byte{} // empty, not null: librdkafka cannot parse null records
 	f.partFailed.WithLabelValues("fetch").Inc()
@@ -194,7 +245,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 	if err != nil {
 		f.log.Error("masking obligations do not compile", zap.String("topic", topic), zap.Error(err))
 		f.failures.WithLabelValues(reasonRule).Inc()
-		f.failFetch(x, p, kerr.UnknownServerError.Code)
+		f.failFetch(p, kerr.UnknownServerError.Code)
 		f.failed(x, topic, p.Partition, "partition failed: obligations do not compile: "+err.Error())
 		return
 	}
@@ -209,7 +260,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		if f.warnAllowed() {
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
-		f.failFetch(x, p, kerr.UnknownServerError.Code)
+		f.failFetch(p, kerr.UnknownServerError.Code)
 		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
 		return
 	}
@@ -221,7 +272,6 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		f.failed(x, topic, p.Partition, fmt.Sprintf("%d records replaced by the error marker: %v", m.failures, m.lastErr))
 	}
 	p.RecordBatches = out
-	x.MarkResponseChanged()
 	stats.Records += int64(st.Records)
 	stats.Bytes += int64(len(out))
 }

@@ -141,9 +141,14 @@ masking: {}
 		}
 		for _, v := range order {
 			topic := "bench.masked." + v.codec
+			wait := func() {}
+			if profileDir != "" && r == 0 && v.boot == g.boot {
+				wait = g.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
+			}
 			cpu0 := g.cpuSeconds(b)
 			secs := consumeAll(b, ctx, v.boot, topic, n, v.masked, v.opts...)
 			cpuMS := (g.cpuSeconds(b) - cpu0) * 1000
+			wait()
 			s := all[v.name]
 			s.mbs = append(s.mbs, mb[topic]/secs)
 			if v.boot == g.boot {
