@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,10 +37,14 @@ func ledgerValues(n int) []string {
 // with franz-go, kcat and confluent-kafka-python over SASL SCRAM, then
 // checks that the audit topic holds exactly the decisions the gateway made:
 // the sum of count over decision events equals the gateway's decision
-// counter, every denial the policy counted is one unfolded deny event, every
-// authentication attempt is one authn event, and the events carry the right
-// principal, resource, decision, grant, masked fields and records. `sluice
-// audit tail` filters them and `sluice audit verify` passes.
+// counter, every denial the policy counted is one unfolded deny event, no
+// more allows or denials than the policy engine evaluated, exactly one
+// allowed produce decision per Produce request the cluster received (with
+// the records the test sent) and one allowed fetch decision per Fetch the
+// cluster received naming the ledger, every authentication attempt is one
+// authn event, and the events carry the right principal, resource,
+// decision, grant, masked fields and records. `sluice audit tail` filters
+// them and `sluice audit verify` passes.
 func TestAuditRecordsEveryDecision(t *testing.T) {
 	t.Parallel()
 	requireAvailable(t, kcatClient{})
@@ -50,6 +55,10 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	e.seed(t, audLedger, ledgerValues(nLedger)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// What reaches the cluster, independently of audit: the Produce
+	// requests the gateway forwards to the inbound topic and the Fetch
+	// requests naming the ledger.
+	up := e.tallyUpstream(ctx, t)
 
 	// acme with franz-go: produces 4 records to its inbound topic in one
 	// request, reads the ledger (masked).
@@ -110,10 +119,19 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	decisions := m["sluice_audit_decisions_total"]
 	denials := m["sluice_policy_denied_resources_total"]
 	authns := m["sluice_authn_attempts_total"]
-	t.Logf("gateway: %v decisions (%v denied), %v authentications, %v folded", decisions, denials, authns, m["sluice_audit_events_folded_total"])
-	if decisions == 0 || denials == 0 || authns == 0 {
-		t.Fatalf("gateway counted no decisions, denials or authentications: %v %v %v", decisions, denials, authns)
+	// The policy engine's evaluations: every recorded decision is one, and
+	// listing filters (Metadata of all topics, ListGroups, fetch-session
+	// checks) make more that are not decisions on a requested resource.
+	evalAllow := m[`sluice_policy_decisions_total{cached="false",decision="allow"}`] + m[`sluice_policy_decisions_total{cached="true",decision="allow"}`]
+	evalDeny := m[`sluice_policy_decisions_total{cached="false",decision="deny"}`] + m[`sluice_policy_decisions_total{cached="true",decision="deny"}`]
+	t.Logf("gateway: %v decisions (%v denied), %v authentications, %v folded; policy engine: %v allow, %v deny evaluations",
+		decisions, denials, authns, m["sluice_audit_events_folded_total"], evalAllow, evalDeny)
+	if decisions == 0 || denials == 0 || authns == 0 || evalAllow == 0 {
+		t.Fatalf("gateway counted no decisions, denials, authentications or allow evaluations: %v %v %v %v", decisions, denials, authns, evalAllow)
 	}
+	upstream := up.snapshot()
+	t.Logf("upstream: %d produce requests to %s with %d records, %d fetch requests naming %s, %d naming no topic",
+		upstream.produces, audInbound, upstream.produceRecords, upstream.fetchesNaming, audLedger, upstream.fetchesUnnamed)
 	e.stop(t)
 
 	evs := e.events(t)
@@ -125,7 +143,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 			t.Logf("%s", audit.FormatEvent(x.ev))
 		}
 	}
-	var sumCount, deny, authn, authnOK, reloads, heads, folded int64
+	var sumCount, allow, deny, authn, authnOK, reloads, heads, folded int64
 	for i, x := range evs {
 		d := x.ev.Data
 		if x.seq != uint64(i) || x.rec.Partition != 0 {
@@ -146,11 +164,16 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 					t.Errorf("folded event %d: %s", i, x.rec.Value)
 				}
 			}
-			if d.Decision == audit.Deny {
+			switch d.Decision {
+			case audit.Allow:
+				allow += d.Count
+			case audit.Deny:
 				deny++
 				if d.Count != 1 {
 					t.Errorf("a denial was folded: %s", x.rec.Value)
 				}
+			default:
+				t.Errorf("decision event %d decides %q: %s", i, d.Decision, x.rec.Value)
 			}
 			if d.Principal == nil || d.Client == nil || d.API == nil || d.PolicyRevision == "" || !strings.HasPrefix(d.Client.Address, "127.0.0.1:") {
 				t.Errorf("decision event %d lacks who, from where, what or the policy revision: %s", i, x.rec.Value)
@@ -178,6 +201,11 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	}
 	if float64(deny) != denials {
 		t.Errorf("%d deny events, the policy denied %v resources", deny, denials)
+	}
+	// Against the policy engine, not audit's own counter: no allow or deny
+	// is recorded that the engine did not decide.
+	if float64(allow) > evalAllow || float64(deny) > evalDeny || allow+deny != sumCount {
+		t.Errorf("decision events: %d allow, %d deny (of %d); the policy engine evaluated %v allow, %v deny", allow, deny, sumCount, evalAllow, evalDeny)
 	}
 	if float64(authn) != authns || float64(authnOK) != m[`sluice_authn_attempts_total{mechanism="SCRAM-SHA-512",result="success"}`]+m[`sluice_authn_attempts_total{mechanism="PLAIN",result="success"}`] {
 		t.Errorf("%d authn events (%d successes), the gateway counted %v attempts", authn, authnOK, authns)
@@ -245,9 +273,30 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	if ids := keys(fetch.clientIDs); !slices.Contains(ids, "sluice-e2e-kgo") || !slices.Contains(ids, "rdkafka") {
 		t.Errorf("acme's fetches come from client ids %q, want franz-go's and kcat's", ids)
 	}
+	// Fetch: no more allowed fetch decisions than Fetch requests reached
+	// the cluster naming the ledger (or naming no topic: incremental, decided
+	// if the response carries it), and at least one per client that read it.
+	// Not exact: a fetch still in flight when its client goes (kcat -e exits
+	// with a long poll outstanding) reached the cluster, but the proxy drops
+	// the exchange without running the response filters, so its decision is
+	// not recorded (a known gap of the proxy core).
+	if fetch.count < 2 || fetch.count > int64(upstream.fetchesNaming+upstream.fetchesUnnamed) {
+		t.Errorf("acme's allowed fetches of %s: decisions summing to %d; the cluster received %d fetch requests naming it and %d naming no topic",
+			audLedger, fetch.count, upstream.fetchesNaming, upstream.fetchesUnnamed)
+	}
+	// Produce: exactly one allow decision for each request the cluster
+	// received for the inbound topic, carrying the records the test sent
+	// (4 with franz-go, 2 with kcat).
 	produce := find(audAcme, "Produce", audInbound, audit.Allow)
-	if produce.records != 6 || !slices.Equal(keys(produce.grants), []string{""}) {
-		t.Errorf("acme's produces to %s: %d records (want 6), grants %q (want none)", audInbound, produce.records, keys(produce.grants))
+	if produce.records != 6 || upstream.produceRecords != 6 || !slices.Equal(keys(produce.grants), []string{""}) {
+		t.Errorf("acme's produces to %s: %d records recorded, %d reached the cluster (want 6 each), grants %q (want none)",
+			audInbound, produce.records, upstream.produceRecords, keys(produce.grants))
+	}
+	if produce.count != int64(upstream.produces) || upstream.produces == 0 {
+		t.Errorf("acme's allowed produces to %s: decisions summing to %d, the cluster received %d produce requests for it", audInbound, produce.count, upstream.produces)
+	}
+	if ids := keys(produce.clientIDs); !slices.Equal(ids, []string{"rdkafka", "sluice-e2e-kgo"}) {
+		t.Errorf("acme's produces come from client ids %q, want kcat's and franz-go's", ids)
 	}
 	gread := find(audGlobex, "Metadata", audLedger, audit.Deny)
 	gwrite := find(audGlobex, "Produce", audLedger, audit.Deny)
@@ -511,4 +560,68 @@ func audBatch(value []byte) []byte {
 	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
 	binary.BigEndian.PutUint32(raw[17:], crc32c(raw[21:]))
 	return raw
+}
+
+// upstreamTally counts requests reaching the cluster, whoever sent them.
+type upstreamTally struct {
+	mu                            sync.Mutex
+	produces, produceRecords      int // Produce requests with audInbound, and their records there
+	fetchesNaming, fetchesUnnamed int // Fetch requests naming audLedger; naming no topic at all
+}
+
+func (u *upstreamTally) snapshot() upstreamTally {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return upstreamTally{produces: u.produces, produceRecords: u.produceRecords, fetchesNaming: u.fetchesNaming, fetchesUnnamed: u.fetchesUnnamed}
+}
+
+// tallyUpstream observes (never answers) the cluster's Produce and Fetch
+// requests from now on: those for the inbound topic and the ledger, by
+// name or (v13+) id.
+func (e *audEnv) tallyUpstream(ctx context.Context, t *testing.T) *upstreamTally {
+	t.Helper()
+	inboundID, ledgerID := e.topicID(ctx, t, audInbound), e.topicID(ctx, t, audLedger)
+	u := &upstreamTally{}
+	c := e.cluster
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.ProduceRequest)
+		for _, rt := range req.Topics {
+			if rt.Topic != audInbound && rt.TopicID != inboundID {
+				continue
+			}
+			n := 0
+			for _, rp := range rt.Partitions {
+				raw := rp.Records
+				for len(raw) >= 61 {
+					var b kmsg.RecordBatch
+					if b.ReadFrom(raw) != nil {
+						break
+					}
+					n += int(b.NumRecords)
+					raw = raw[min(len(raw), int(b.Length)+12):]
+				}
+			}
+			u.mu.Lock()
+			u.produces++
+			u.produceRecords += n
+			u.mu.Unlock()
+		}
+		return nil, nil, false
+	})
+	c.ControlKey(int16(kmsg.Fetch), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.FetchRequest)
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if len(req.Topics) == 0 {
+			u.fetchesUnnamed++
+		}
+		for _, rt := range req.Topics {
+			if rt.Topic == audLedger || rt.TopicID == ledgerID {
+				u.fetchesNaming++
+				break
+			}
+		}
+		return nil, nil, false
+	})
+	return u
 }
