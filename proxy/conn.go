@@ -522,6 +522,26 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 
 type deniedKey struct{}
 
+// localOutcome is the outcome of a request a filter answered locally:
+// denied when a filter refused it (a filter.Denial), or when the filters
+// decided resources and allowed none of them (the policy answers a request
+// whose every resource it denied itself, e.g. a Produce to denied topics);
+// else local.
+func localOutcome(x *filter.Exchange) int {
+	if x.Get(deniedKey{}) != nil {
+		return outcomeDenied
+	}
+	if len(x.Decisions) == 0 {
+		return outcomeLocal
+	}
+	for i := range x.Decisions {
+		if x.Decisions[i].Allow {
+			return outcomeLocal
+		}
+	}
+	return outcomeDenied
+}
+
 // reportsChanges reports whether every filter of chain reports its changes
 // to responses of key (filter.ChangeReporter).
 func reportsChanges(chain []filter.Filter, key int16) bool {
@@ -685,11 +705,7 @@ func (c *clientConn) respond(p *pending) error {
 		_, err := c.nc.Write(*out)
 		c.s.m.bytesOut.Add(float64(len(*out)))
 		putBuf(out)
-		outcome := outcomeLocal
-		if x.Get(deniedKey{}) != nil {
-			outcome = outcomeDenied
-		}
-		c.s.m.request(x.Key, outcome)
+		c.s.m.request(x.Key, localOutcome(x))
 		c.s.m.gateway(x.Key, time.Since(p.tRead).Seconds())
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 type testEnv struct {
 	kf      *kfake.Cluster
 	srv     *Server
+	reg     *prometheus.Registry
 	boot    string
 	peersMu sync.Mutex
 	peers   []string // remote addresses of connections kfake accepted
@@ -60,7 +61,8 @@ func newTestEnv(t *testing.T, filters ...filter.Filter) *testEnv {
 	cfg.BrokerPortBase = &zero
 	cfg.Upstream.Brokers = kf.ListenAddrs()
 	cfg.ShutdownTimeout = 5 * time.Second
-	srv, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Registerer: prometheus.NewRegistry(), Filters: filters})
+	e.reg = prometheus.NewRegistry()
+	srv, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Registerer: e.reg, Filters: filters})
 	if err != nil {
 		t.Fatal(err)
 	}

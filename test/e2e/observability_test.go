@@ -41,7 +41,8 @@ test_cluster_describe_denied if {
 
 // TestObservability checks issue 2's observability through the binary under
 // a policy: requests are counted by outcome (forwarded, local for
-// ApiVersions, denied for a refused DescribeCluster), the gateway and
+// ApiVersions, denied for a refused DescribeCluster and for a Produce whose
+// only topic is denied, which the policy answers locally), the gateway and
 // upstream latency histograms are filled and kept apart (a denied request
 // spends time in the gateway, none upstream), bytes are counted both ways,
 // and with log.format json every log line is a JSON object.
@@ -72,12 +73,40 @@ func TestObservability(t *testing.T) {
 		t.Fatalf("DescribeCluster: %v, want CLUSTER_AUTHORIZATION_FAILED", kerr.ErrorForCode(dc.ErrorCode))
 	}
 
-	m := parseMetrics(t, gw.Metrics(t))
+	// A produce whose every topic is denied: the policy answers it
+	// itself (no Denial, a local answer carrying the topic's error), and
+	// it still counts as denied, not local.
+	pr := kmsg.NewPtrProduceRequest()
+	pr.Acks, pr.TimeoutMillis = -1, 5000
+	pt := kmsg.NewProduceRequestTopic()
+	pt.Topic = "e2e-obs-denied"
+	pt.Partitions = append(pt.Partitions, kmsg.NewProduceRequestTopicPartition())
+	pr.Topics = append(pr.Topics, pt)
+	raw, err := cons.SeedBrokers()[0].Request(ctx, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt := raw.(*kmsg.ProduceResponse).Topics; len(rt) != 1 || len(rt[0].Partitions) != 1 ||
+		rt[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("Produce to a denied topic: %+v, want TOPIC_AUTHORIZATION_FAILED", rt)
+	}
+
+	// The gateway counts an answer after writing it: wait for the last
+	// one.
+	var m map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m = parseMetrics(t, gw.Metrics(t))
+		if m[`sluice_proxy_requests_total{api="Produce",outcome="denied"}`] >= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	assertMetrics(t, m, []metricMin{
 		{`sluice_proxy_requests_total{api="Produce",outcome="forwarded"}`, 1},
 		{`sluice_proxy_requests_total{api="Fetch",outcome="forwarded"}`, 1},
 		{`sluice_proxy_requests_total{api="ApiVersions",outcome="local"}`, 1},
 		{`sluice_proxy_requests_total{api="DescribeCluster",outcome="denied"}`, 1},
+		{`sluice_proxy_requests_total{api="Produce",outcome="denied"}`, 1},
+		{`sluice_policy_denied_resources_total{resource_type="topic"}`, 1},
 		{`sluice_policy_refused_requests_total{api="DescribeCluster"}`, 1},
 		{`sluice_policy_reloads_total{result="ok"}`, 1},
 		{`sluice_proxy_gateway_duration_seconds_count{api="Produce"}`, 1},
@@ -89,6 +118,9 @@ func TestObservability(t *testing.T) {
 		{`sluice_proxy_client_sent_bytes_total`, 1},
 		{`sluice_proxy_client_received_bytes_total`, 1},
 	})
+	if v := m[`sluice_proxy_requests_total{api="Produce",outcome="local"}`]; v != 0 {
+		t.Errorf("%v produce requests counted local; a produce to denied topics is denied", v)
+	}
 	// Answered by the gateway: no time upstream.
 	for _, api := range []string{"DescribeCluster", "ApiVersions"} {
 		if v := m[`sluice_proxy_upstream_duration_seconds_count{api="`+api+`"}`]; v != 0 {
