@@ -10,7 +10,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 
-.PHONY: all build run test test-deps unit race fuzz e2e bench clean
+.PHONY: all build run test test-deps unit race fuzz e2e bench bench-e2e bench-micro clean
 
 all: build
 
@@ -41,8 +41,18 @@ fuzz:
 e2e: build
 	SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./test/...
 
-bench: build
+# bench: direct-vs-gateway end to end (test/bench), then the packages'
+# micro-benchmarks (docs/benchmarks.md lists both with their targets).
+bench: build bench-e2e bench-micro
+
+bench-e2e: build
 	SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./test/bench/
+
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/
+	$(GO) test -run '^$$' -bench 'Decide|Filter' -benchmem ./policy/
+	GOMAXPROCS=1 $(GO) test -run '^$$' -bench 'Plan|RewriteBatch|Reference|KeyedHash' -benchmem ./masking/
+	$(GO) test -run '^$$' -bench 'OnResponse|EncodeEvent|Verify$$' -benchmem -benchtime 50000x ./audit/
 
 clean:
 	rm -rf bin

@@ -33,9 +33,9 @@ const (
 )
 
 var (
-	rounds      = envInt("SLUICE_BENCH_ROUNDS", 5)
-	produceMB   = envInt("SLUICE_BENCH_MB", 256)
-	rttSamples  = envInt("SLUICE_BENCH_RTT", 1000)
+	rounds      = envInt("SLUICE_BENCH_ROUNDS", 7)
+	produceMB   = envInt("SLUICE_BENCH_MB", 1024)
+	rttSamples  = envInt("SLUICE_BENCH_RTT", 2000)
 	onlyVariant = os.Getenv("SLUICE_BENCH_VARIANTS") // comma list; default all
 	// profileDir, if set, receives a CPU profile of every gateway process
 	// over the whole run (<variant>.pprof), for `go tool pprof`.
