@@ -9,6 +9,10 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 // ListGroups, ConsumerGroupHeartbeat, ShareGroupHeartbeat,
 // StreamsGroupHeartbeat, ...) need no echo.
 
+// noMetadata is the committed metadata Kafka answers for a partition it
+// refuses: empty, not null (OffsetFetchResponse.NO_METADATA).
+const noMetadata = ""
+
 func init() {
 	register(8, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.OffsetCommitRequest), s.(*kmsg.OffsetCommitResponse)
@@ -23,6 +27,8 @@ func init() {
 			resp.Topics = append(resp.Topics, rt)
 		}
 	})
+	// OffsetFetch: a refused partition has no committed offset (-1), no
+	// leader epoch (-1) and empty metadata, as Kafka answers it.
 	register(9, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.OffsetFetchRequest), s.(*kmsg.OffsetFetchResponse)
 		if req.Version < 8 {
@@ -33,6 +39,7 @@ func init() {
 				for _, p := range t.Partitions {
 					rp := kmsg.NewOffsetFetchResponseTopicPartition()
 					rp.Partition, rp.ErrorCode = p, code
+					rp.Offset, rp.LeaderEpoch, rp.Metadata = -1, -1, kmsg.StringPtr(noMetadata)
 					rt.Partitions = append(rt.Partitions, rp)
 				}
 				resp.Topics = append(resp.Topics, rt)
@@ -48,6 +55,7 @@ func init() {
 				for _, p := range t.Partitions {
 					rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
 					rp.Partition, rp.ErrorCode = p, code
+					rp.Offset, rp.LeaderEpoch, rp.Metadata = -1, -1, kmsg.StringPtr(noMetadata)
 					rt.Partitions = append(rt.Partitions, rp)
 				}
 				rg.Topics = append(rg.Topics, rt)

@@ -14,6 +14,9 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewProduceResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
+				// As Kafka (PartitionResponse(error)): no offset, no
+				// append time, no log start offset.
+				rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
@@ -45,6 +48,7 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewListOffsetsResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
+				rp.Timestamp, rp.Offset, rp.LeaderEpoch = -1, -1, -1 // as Kafka: unknown
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
@@ -58,6 +62,7 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewDeleteRecordsResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
+				rp.LowWatermark = -1 // as Kafka: INVALID_LOW_WATERMARK
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
@@ -71,6 +76,7 @@ func init() {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = p.Partition, code
+				rp.LeaderEpoch, rp.EndOffset = -1, -1 // as Kafka: undefined
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
