@@ -202,9 +202,22 @@ func TestEveryKeyHasARule(t *testing.T) {
 					t.Fatalf("v%d: response still lists %s", v, leaked)
 				}
 			}
-			// Allow-all passes every enforced request untouched.
+			// Allow-all passes every enforced request untouched, at the
+			// highest version a client may send.
 			if r.kind == enforced {
-				x := exchange(admin, filled(key, max))
+				top := max
+				if from, ok := refusedFrom[key]; ok {
+					top = from - 1
+					// From there on, refused even to a principal allowed
+					// everything.
+					for v := from; v <= max; v++ {
+						d, ok := filter.AsDenial(allowAll.OnRequest(context.Background(), exchange(admin, filled(key, v))))
+						if !ok || d.Code != codeCluster {
+							t.Fatalf("allow-all v%d: not refused with CLUSTER_AUTHORIZATION_FAILED", v)
+						}
+					}
+				}
+				x := exchange(admin, filled(key, top))
 				if err := allowAll.OnRequest(context.Background(), x); err != nil || x.Local != nil {
 					t.Fatalf("allow-all: err %v local %v", err, x.Local)
 				}
@@ -215,6 +228,11 @@ func TestEveryKeyHasARule(t *testing.T) {
 		t.Errorf("kmsg knows %d api keys below %d, the rules cover %d", known, keyBound, len(rules))
 	}
 }
+
+// refusedFrom are enforced keys whose versions from this one on are not
+// for clients and are refused outright (AddPartitionsToTxn v4+: KIP-890,
+// broker-to-broker).
+var refusedFrom = map[int16]int16{24: 4}
 
 // keyBound is beyond every Kafka API key: TestEveryKeyHasARule looks at
 // every key below it, so a key kmsg adds after a gap is not missed.
@@ -465,6 +483,50 @@ func TestFetchReplicaRefused(t *testing.T) {
 	req.ReplicaID = 1
 	if d, ok := filter.AsDenial(f.OnRequest(context.Background(), exchange(admin, req))); !ok || d.Code != kerr.ClusterAuthorizationFailed.Code {
 		t.Fatal("replica fetch not refused")
+	}
+}
+
+// TestAddPartitionsToTxnV4Refused: AddPartitionsToTxn v4+ is the
+// broker-to-broker side of KIP-890; Kafka refuses it from clients with
+// CLUSTER_AUTHORIZATION_FAILED, and so does the gateway, even for a
+// principal allowed everything it names, without deciding anything. v3 is
+// still decided and forwarded.
+func TestAddPartitionsToTxnV4Refused(t *testing.T) {
+	f := newFilter(&fakeDecider{allow: func(*Query) bool { return true }}, nil, nil)
+	max := kmsg.NewPtrAddPartitionsToTxnRequest().MaxVersion()
+	for v := int16(4); v <= max; v++ {
+		for _, verifyOnly := range []bool{false, true} {
+			req := kmsg.NewPtrAddPartitionsToTxnRequest()
+			req.Version = v
+			req.Transactions = named[kmsg.AddPartitionsToTxnRequestTransaction]("ok.tx")
+			req.Transactions[0].VerifyOnly = verifyOnly
+			req.Transactions[0].Topics = named[kmsg.AddPartitionsToTxnRequestTransactionTopic]("ok.t")
+			x := exchange(admin, req)
+			d, ok := filter.AsDenial(f.OnRequest(context.Background(), x))
+			if !ok || d.Code != kerr.ClusterAuthorizationFailed.Code {
+				t.Fatalf("v%d verify_only=%v: not refused with CLUSTER_AUTHORIZATION_FAILED (local %v)", v, verifyOnly, x.Local)
+			}
+			if len(x.Decisions) != 0 {
+				t.Errorf("v%d: decided %+v before refusing", v, x.Decisions)
+			}
+			resp, err := kafkaerr.ErrorResponse(req, d.Code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := resp.(*kmsg.AddPartitionsToTxnResponse); r.ErrorCode != d.Code || len(r.Transactions) != 0 {
+				t.Fatalf("v%d: answer %+v, want the top-level code and no results", v, r)
+			}
+		}
+	}
+	req := kmsg.NewPtrAddPartitionsToTxnRequest()
+	req.Version, req.TransactionalID = 3, "ok.tx"
+	req.Topics = named[kmsg.AddPartitionsToTxnRequestTopic]("ok.t")
+	x := exchange(admin, req)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+		t.Fatalf("v3: err %v local %v, want forwarded", err, x.Local)
+	}
+	if len(x.Decisions) != 2 {
+		t.Fatalf("v3: decisions %+v, want the transactional id and the topic", x.Decisions)
 	}
 }
 

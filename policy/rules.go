@@ -75,7 +75,7 @@ var rules = map[int16]rule{
 
 	// Transactions and idempotence.
 	22: {name: "init_producer_id: write transactional_id, or idempotent_write cluster", kind: enforced, req: initProducerIDReq},
-	24: {name: "add_partitions_to_txn: write transactional_id; write topics; all or nothing (OPERATION_NOT_ATTEMPTED)", kind: enforced, req: addPartitionsToTxnReq},
+	24: {name: "add_partitions_to_txn: write transactional_id; write topics; all or nothing (OPERATION_NOT_ATTEMPTED); v4+ refused (broker-to-broker, KIP-890)", kind: enforced, req: addPartitionsToTxnReq},
 	25: {name: "add_offsets_to_txn: write transactional_id; read group", kind: enforced, req: addOffsetsToTxnReq},
 	26: {name: "end_txn: write transactional_id", kind: enforced, req: txn(ActionWrite, func(r kmsg.Request) string { return r.(*kmsg.EndTxnRequest).TransactionalID })},
 	28: {name: "txn_offset_commit: write transactional_id; read group; read topic per topic", kind: enforced, req: txnOffsetCommitReq},

@@ -338,23 +338,20 @@ func initProducerIDReq(ctx context.Context, f *Filter, x *filter.Exchange) error
 	return f.need(ctx, x, ActionIdempotentWrite, ResourceCluster, ClusterName, codeCluster)
 }
 
+// addPartitionsToTxnReq decides the client versions (v0-3) and refuses
+// v4+ outright: batched and verify-only AddPartitionsToTxn is the
+// broker-to-broker side of KIP-890, which Kafka allows only with
+// CLUSTER_ACTION on the cluster and refuses from clients with
+// CLUSTER_AUTHORIZATION_FAILED (clients use v3 and below).
 func addPartitionsToTxnReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	req := x.Request.(*kmsg.AddPartitionsToTxnRequest)
-	if req.Version < 4 {
-		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
-			return err
-		}
-		return f.allOrNothing(x, f.topicCodes(ctx, x, ActionWrite, reflect.ValueOf(req.Topics)))
+	if req.Version >= 4 {
+		return f.refuse(x, codeCluster, "AddPartitionsToTxn v4+ is broker-to-broker (KIP-890): not available through the gateway")
 	}
-	for _, t := range req.Transactions {
-		if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, t.TransactionalID, codeTxn); err != nil {
-			return err
-		}
-		if err := f.allTopics(ctx, x, ActionWrite, reflect.ValueOf(t.Topics)); err != nil {
-			return err
-		}
+	if err := f.need(ctx, x, ActionWrite, ResourceTransactionalID, req.TransactionalID, codeTxn); err != nil {
+		return err
 	}
-	return nil
+	return f.allOrNothing(x, f.topicCodes(ctx, x, ActionWrite, reflect.ValueOf(req.Topics)))
 }
 
 // allOrNothing answers an AddPartitionsToTxn (v0-3) with a denied topic

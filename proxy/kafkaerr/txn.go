@@ -27,21 +27,10 @@ func init() {
 			resp.Topics = topics(req.Topics)
 			return
 		}
-		for _, tx := range req.Transactions {
-			rt := kmsg.NewAddPartitionsToTxnResponseTransaction()
-			rt.TransactionalID = tx.TransactionalID
-			for _, t := range topics(convertTxnTopics(tx.Topics)) {
-				rtt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
-				rtt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
-					rp.Partition, rp.ErrorCode = p.Partition, p.ErrorCode
-					rtt.Partitions = append(rtt.Partitions, rp)
-				}
-				rt.Topics = append(rt.Topics, rtt)
-			}
-			resp.Transactions = append(resp.Transactions, rt)
-		}
+		// v4+ (KIP-890, broker-to-broker): Kafka answers a refused
+		// request with the top-level error code and no results
+		// (AddPartitionsToTxnRequest.getErrorResponse).
+		resp.ErrorCode = code
 	})
 	register(28, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.TxnOffsetCommitRequest), s.(*kmsg.TxnOffsetCommitResponse)
@@ -82,12 +71,4 @@ func init() {
 			resp.Markers = append(resp.Markers, rm)
 		}
 	})
-}
-
-func convertTxnTopics(ts []kmsg.AddPartitionsToTxnRequestTransactionTopic) []kmsg.AddPartitionsToTxnRequestTopic {
-	out := make([]kmsg.AddPartitionsToTxnRequestTopic, len(ts))
-	for i, t := range ts {
-		out[i] = kmsg.AddPartitionsToTxnRequestTopic{Topic: t.Topic, Partitions: t.Partitions}
-	}
-	return out
 }
