@@ -73,6 +73,8 @@ type pending struct {
 	stream     bool   // a Fetch response relayed as it arrives (fetchstream.go)
 	local      []byte // a complete frame to send as is (ApiVersions, SASL)
 	closeAfter bool   // close the connection once local is written
+	filtered   bool   // the response filters have run
+	abandoned  bool   // the answer will never be written (abandon)
 	buf        *[]byte
 	tRead      time.Time
 	tSent      time.Time
@@ -507,7 +509,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 		c.log.Info("upstream write failed", zap.Error(err))
 		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
 		if acks0 {
-			c.release(p)
+			c.abandon(p)
 		}
 		return false
 	}
@@ -558,9 +560,28 @@ func (c *clientConn) enqueue(p *pending) bool {
 	case c.inflight <- p:
 		return true
 	case <-c.closed:
-		c.release(p)
+		c.abandon(p)
 		return false
 	}
+}
+
+// abandon frees an exchange whose answer will never be written (the client
+// went away, or the connection failed first). Its response filters still
+// run, once, without a response if none was read, so that what the request
+// filters decided is recorded (audit): a Produce that reached the broker is
+// never left unaudited because its client did not wait for the answer.
+func (c *clientConn) abandon(p *pending) {
+	if len(p.chain) > 0 && !p.filtered && p.local == nil {
+		x := &p.x
+		x.Response = x.Local // nil for a forwarded request: not read
+		p.abandoned = true
+		// The connection's context is cancelled by now; the filters
+		// get one that is not, bounded.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+		c.runResponseFiltersCtx(ctx, p)
+		cancel()
+	}
+	c.release(p)
 }
 
 func (c *clientConn) release(p *pending) {
@@ -673,18 +694,20 @@ func (c *clientConn) writeLoop() {
 				}
 			}
 			c.close()
+			c.abandon(p)
 			for p := range c.inflight {
-				c.release(p)
+				c.abandon(p)
 			}
 			return
 		}
+		c.release(p)
 	}
 }
 
 var errCloseAfter = errors.New("proxy: close after response")
 
+// respond answers one exchange; the write loop frees it after.
 func (c *clientConn) respond(p *pending) error {
-	defer c.release(p)
 	x := &p.x
 	if p.local != nil {
 		if _, err := c.nc.Write(p.local); err != nil {
@@ -810,16 +833,24 @@ func (c *clientConn) respond(p *pending) error {
 // with UNKNOWN_SERVER_ERROR, so that nothing a failing filter should have
 // removed reaches the client.
 func (c *clientConn) runResponseFilters(p *pending) (denied bool) {
+	return c.runResponseFiltersCtx(c.ctx, p)
+}
+
+func (c *clientConn) runResponseFiltersCtx(ctx context.Context, p *pending) (denied bool) {
 	x := &p.x
+	p.filtered = true
 	for i := len(p.chain) - 1; i >= 0; i-- {
 		f := p.chain[i]
-		err := f.OnResponse(c.ctx, x)
+		err := f.OnResponse(ctx, x)
 		if err == nil {
 			continue
 		}
 		code := kerr.UnknownServerError.Code
 		if d, ok := filter.AsDenial(err); ok {
 			code = d.Code
+		} else if p.abandoned {
+			c.log.Debug("response filter of an abandoned exchange failed", zap.String("filter", f.Name()),
+				zap.String("api", apiName(x.Key)), zap.Error(err))
 		} else {
 			c.log.Warn("response filter failed; answering with an error", zap.String("filter", f.Name()),
 				zap.String("api", apiName(x.Key)), zap.Error(err))
