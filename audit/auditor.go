@@ -302,6 +302,19 @@ func (a *Auditor) Auth(c *filter.Conn, mechanism string, p *filter.Principal, er
 	a.enqueue(context.Background(), it)
 }
 
+// Refused records a request the gateway refused before any filter decided
+// it (an unknown API key, or a key or version it does not serve): a deny
+// decision on the cluster, never folded.
+func (a *Auditor) Refused(c *filter.Conn, key, version int16, reason string) {
+	it := item{kind: KindDecision, t: time.Now(), conn: c, apiKey: key, apiVer: version,
+		d: filter.Decision{Action: "cluster_action", ResourceType: "cluster", Resource: "kafka-cluster", Reason: reason}}
+	if c != nil {
+		it.principal = c.Principal()
+	}
+	a.enqueue(context.Background(), it)
+	a.m.decisions.Inc()
+}
+
 // PolicyReload records a policy (re)load: rev is the new revision on
 // success; err is the failure.
 func (a *Auditor) PolicyReload(rev string, err error) {

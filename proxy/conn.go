@@ -185,6 +185,13 @@ func (c *clientConn) serve() {
 	c.log.Debug("client disconnected")
 }
 
+// refusedEvent reports a request refused before any filter (audit).
+func (c *clientConn) refusedEvent(h requestHeader, reason string) {
+	if c.s.onRefused != nil {
+		c.s.onRefused(c.fc, h.Key, h.Version, reason)
+	}
+}
+
 // authEvent reports an authentication attempt to metrics consumers (audit).
 func (c *clientConn) authEvent(mech string, p *filter.Principal, err error) {
 	if c.s.onAuth != nil {
@@ -337,6 +344,7 @@ func (c *clientConn) readLoop() (drained bool) {
 			if errors.Is(err, errUnknownKey) {
 				c.log.Warn("closing connection: unknown api key; not forwarded",
 					zap.Int16("api_key", h.Key), zap.Int16("api_version", h.Version), zap.Int32("correlation_id", h.CorrelationID))
+				c.refusedEvent(h, "unknown api key; not forwarded")
 			} else {
 				c.log.Warn("closing connection: malformed request header", zap.Error(err))
 			}
@@ -404,8 +412,13 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest i
 	}
 	if !c.versions.supports(h.Key, h.Version) {
 		putBuf(buf)
-		c.log.Warn("closing connection: api version not supported by the gateway and upstream; not forwarded",
+		reason := "api version not supported by the gateway and upstream; not forwarded"
+		if c.s.refuses != nil && c.s.refuses(h.Key) {
+			reason = "api refused by policy (inter-broker or controller); not forwarded"
+		}
+		c.log.Warn("closing connection: "+reason,
 			zap.String("api", apiName(h.Key)), zap.Int16("api_key", h.Key), zap.Int16("api_version", h.Version))
+		c.refusedEvent(h, reason)
 		c.s.m.request(h.Key, outcomeError)
 		return false
 	}

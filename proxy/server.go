@@ -42,19 +42,25 @@ type Options struct {
 	// policy's inter-broker and controller keys): they are left out of
 	// ApiVersions answers so clients never try them.
 	Refuses func(key int16) bool
+	// OnRefused, if set, is told of every request the gateway refuses by
+	// closing the connection before any filter sees it (an unknown API
+	// key, or a key or version it does not serve), so that audit records
+	// the denial.
+	OnRefused func(c *filter.Conn, key, version int16, reason string)
 }
 
 // Server is a running gateway.
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
-	m       *metrics
-	up      *upstream
-	cluster *cluster
-	chains  [][]filter.Filter // by API key
-	onAuth  func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
-	refuses func(key int16) bool
-	groups  []*group
+	cfg       Config
+	log       *zap.Logger
+	m         *metrics
+	up        *upstream
+	cluster   *cluster
+	chains    [][]filter.Filter // by API key
+	onAuth    func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
+	refuses   func(key int16) bool
+	onRefused func(c *filter.Conn, key, version int16, reason string)
+	groups    []*group
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,14 +117,15 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		m:       newMetrics(reg),
-		up:      up,
-		cluster: newCluster(log),
-		onAuth:  opts.OnAuth,
-		refuses: opts.Refuses,
-		conns:   map[*clientConn]struct{}{},
+		cfg:       cfg,
+		log:       log,
+		m:         newMetrics(reg),
+		up:        up,
+		cluster:   newCluster(log),
+		onAuth:    opts.OnAuth,
+		onRefused: opts.OnRefused,
+		refuses:   opts.Refuses,
+		conns:     map[*clientConn]struct{}{},
 	}
 	s.chains = make([][]filter.Filter, maxKey)
 	for k := int16(0); k < maxKey; k++ {

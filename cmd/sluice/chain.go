@@ -43,6 +43,8 @@ type features struct {
 	filters  []filter.Filter
 	onAuth   func(c *filter.Conn, mechanism string, p *filter.Principal, err error)
 	refuses  func(key int16) bool
+	// onRefused records requests the proxy refuses before any filter.
+	onRefused func(c *filter.Conn, key, version int16, reason string)
 }
 
 func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*features, error) {
@@ -76,6 +78,9 @@ func buildFeatures(ctx context.Context, cfg Config, log *zap.Logger, reg prometh
 		if f.auditor != nil {
 			f.auditor.Auth(c, mech, p, err)
 		}
+	}
+	if f.auditor != nil {
+		f.onRefused = f.auditor.Refused
 	}
 	if cfg.SchemaRegistry != nil {
 		if f.registry, err = schema.New(*cfg.SchemaRegistry, log.Named("schema")); err != nil {

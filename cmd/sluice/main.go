@@ -175,6 +175,7 @@ func runGateway(ctx context.Context, cfg Config, log *zap.Logger, ready func(*pr
 		Filters:       feats.filters,
 		Authenticator: feats.authenticator,
 		OnAuth:        feats.onAuth,
+		OnRefused:     feats.onRefused,
 		Refuses:       feats.refuses,
 	})
 	if err != nil {
