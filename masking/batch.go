@@ -213,7 +213,15 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 	if n < 0 || n > maxBatchRecords || int(n) > len(raw) {
 		return dst, fmt.Errorf("%w: %d records", ErrCorruptBatch, n)
 	}
-	rw.recs = rw.recs[:0]
+	// Uncompressed batches are rebuilt in place in dst (header first,
+	// fixed up at the end); compressed ones collect their records in
+	// rw.recs for the compressor.
+	out := rw.recs[:0]
+	start := len(dst)
+	direct := emit && codec == 0
+	if direct {
+		out = append(dst, b[:batchHeaderLen]...)
+	}
 	changed := false
 	kept := int32(0)
 	pos := 0
@@ -241,11 +249,16 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 			continue
 		}
 		if !e.SetKey && !e.SetValue && e.Error == "" {
-			rw.recs = append(rw.recs, raw[r.start:r.end]...)
+			out = append(out, raw[r.start:r.end]...)
 			continue
 		}
 		changed = true
-		rw.recs = r.appendEdited(rw.recs, raw, e)
+		out = r.appendEdited(out, raw, e)
+	}
+	if direct {
+		dst = out[:start] // keeps what grew; the batch is written below
+	} else {
+		rw.recs = out
 	}
 	if pos != len(raw) {
 		return dst, fmt.Errorf("%w: %d bytes after the last record", ErrCorruptBatch, len(raw)-pos)
@@ -254,6 +267,9 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return dst, nil
 	}
 	if !changed {
+		if direct {
+			return out, nil // the same bytes as b
+		}
 		return append(dst, b...), nil
 	}
 	st.Rewritten++
@@ -271,6 +287,13 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		binary.BigEndian.PutUint32(h[offCRC:], crc32.Checksum(h[offAttributes:], crc32c))
 		return dst, nil
 	}
+	if direct {
+		h := out[start:]
+		binary.BigEndian.PutUint32(h[offLength:], uint32(len(h)-12))
+		binary.BigEndian.PutUint32(h[offNumRecords:], uint32(kept))
+		binary.BigEndian.PutUint32(h[offCRC:], crc32.Checksum(h[offAttributes:], crc32c))
+		return out, nil
+	}
 	body := rw.recs
 	if codec != 0 {
 		rw.comp.Reset()
@@ -280,7 +303,7 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 			return dst, fmt.Errorf("masking: recompress with codec %d failed", codec)
 		}
 	}
-	start := len(dst)
+	start = len(dst)
 	dst = append(dst, b[:batchHeaderLen]...)
 	dst = append(dst, body...)
 	h := dst[start:]
