@@ -45,6 +45,10 @@ func (f *auditFilter) Wants(int16) bool { return true }
 // filter reads responses and never changes them.
 func (f *auditFilter) ReportsResponseChanges(int16) bool { return true }
 
+// ReportsRequestChanges implements filter.RequestChangeReporter: the audit
+// filter never changes requests.
+func (f *auditFilter) ReportsRequestChanges(int16) bool { return true }
+
 func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	reason := f.a.health.Load()
 	if reason == nil {

@@ -234,6 +234,14 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 // fetchResponse marks the exchange whenever it fails or masks a partition.
 func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fetch.Int16() }
 
+// ReportsRequestChanges implements filter.RequestChangeReporter for Produce
+// and Fetch: the filter never changes Fetch requests, and marks a Produce
+// request whenever a topic of it has a schema contract or obligations, or
+// a partition was refused.
+func (f *Filter) ReportsRequestChanges(key int16) bool {
+	return key == kmsg.Fetch.Int16() || key == kmsg.Produce.Int16()
+}
+
 func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
 	p.ErrorCode = code
 	p.RecordBatches = []byte{} // empty, not null: librdkafka cannot parse null records
@@ -332,6 +340,7 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 		}
 		if !resolved && (len(x.Obligations) > 0 || f.cfg.anyContract()) {
 			// Fail closed: the topic might carry obligations or a contract.
+			x.MarkRequestChanged()
 			for _, p := range t.Partitions {
 				out = append(out, refused{name, t.TopicID, p.Partition, "sluice: unknown topic id", kerr.UnknownTopicID.Code})
 			}
@@ -341,6 +350,7 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 			keptTopics = append(keptTopics, t)
 			continue
 		}
+		x.MarkRequestChanged() // checked, maybe masked or refused
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
 			if msg := f.producePartition(ctx, name, tc, obl, &p); msg != "" {

@@ -235,6 +235,9 @@ func TestFilterProduceMasking(t *testing.T) {
 	if err := f.OnRequest(context.Background(), x); err != nil {
 		t.Fatal(err)
 	}
+	if !x.RequestChanged() {
+		t.Fatal("masked produce request not marked changed: the proxy would forward the clear records")
+	}
 	fp, _ := consume(t, req.Topics[0].Partitions[0].Records, 0)
 	if len(fp.Records) != 4 {
 		t.Fatalf("%d records", len(fp.Records))

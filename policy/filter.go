@@ -146,6 +146,11 @@ func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 // exchange whenever it changes one (fetchResp, stash.merge).
 func (f *Filter) ReportsResponseChanges(key int16) bool { return key == 0 || key == 1 }
 
+// ReportsRequestChanges implements filter.RequestChangeReporter for
+// Produce and Fetch: their rules change a request only through strip,
+// which marks the exchange.
+func (f *Filter) ReportsRequestChanges(key int16) bool { return key == 0 || key == 1 }
+
 // refuse denies the whole request.
 func (f *Filter) refuse(x *filter.Exchange, code int16, reason string) error {
 	f.refused.WithLabelValues(apiName(x.Key)).Inc()
@@ -277,6 +282,7 @@ func (f *Filter) strip(x *filter.Exchange, reqField, respField string, codes []i
 		st.subs = append(st.subs, deniedPart{req: sub.Interface().(kmsg.Request), code: c})
 	}
 	list.Set(kept)
+	x.MarkRequestChanged()
 	if kept.Len() == 0 {
 		resp, err := kafkaerr.ErrorResponse(st.subs[0].req, st.subs[0].code)
 		if err != nil {

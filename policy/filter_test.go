@@ -309,6 +309,9 @@ func TestProducePartial(t *testing.T) {
 	if len(req.Topics) != 1 || req.Topics[0].Topic != "inbound.acme.returns" {
 		t.Fatalf("forwarded %+v", req.Topics)
 	}
+	if !x.RequestChanged() {
+		t.Fatal("request with a denied topic stripped not marked changed: the proxy would forward it whole")
+	}
 	// Upstream answers the allowed topic; the denied one is added back.
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	resp.Version = 9

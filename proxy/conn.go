@@ -499,6 +499,9 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			}
 			return c.enqueue(p)
 		}
+		if !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
+			return c.forwardAsRead(p, h, out, acks0)
+		}
 		wbuf = getBuf(len(frame) + 64)
 		out = append(*wbuf, 0, 0, 0, 0)
 		out = append(out, frame[:h.BodyOffset]...)
@@ -531,6 +534,40 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 		c.s.m.gateway(h.Key, time.Since(tRead).Seconds())
 		c.runResponseFilters(p)
 		c.release(p)
+	}
+	return true
+}
+
+// forwardAsRead forwards a decoded request that no filter changed as the
+// client's bytes (out, the frame in p.buf). The decoded request aliases
+// p.buf, which the write loop frees when the exchange completes, so the
+// frame is written upstream before the hand-off, not after as on the other
+// paths: the buffer is the read loop's until then.
+func (c *clientConn) forwardAsRead(p *pending, h requestHeader, out []byte, acks0 bool) bool {
+	p.tSent = time.Now()
+	if _, err := c.up.Write(out); err != nil {
+		c.log.Info("upstream write failed", zap.Error(err))
+		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
+		c.abandon(p)
+		return false
+	}
+	if acks0 {
+		c.s.m.request(h.Key, outcomeForwarded)
+		c.s.m.gateway(h.Key, time.Since(p.tRead).Seconds())
+		c.runResponseFilters(p)
+		c.release(p)
+		return true
+	}
+	return c.enqueue(p)
+}
+
+// reportsRequestChanges reports whether every filter of chain reports its
+// changes to requests of key (filter.RequestChangeReporter).
+func reportsRequestChanges(chain []filter.Filter, key int16) bool {
+	for _, f := range chain {
+		if cr, ok := f.(filter.RequestChangeReporter); !ok || !cr.ReportsRequestChanges(key) {
+			return false
+		}
 	}
 	return true
 }

@@ -511,3 +511,55 @@ func TestResponseChangeReporting(t *testing.T) {
 		})
 	}
 }
+
+// reportingReq declares it reports its request changes
+// (filter.RequestChangeReporter).
+type reportingReq struct{ filter.Funcs }
+
+func (reportingReq) ReportsRequestChanges(int16) bool { return true }
+
+// TestRequestChangeReporting: a decoded request is encoded again unless
+// every filter reports its request changes and none marked one; only then
+// does the upstream get the client's bytes (and a change left unmarked is
+// not seen, which is what makes marking mandatory).
+func TestRequestChangeReporting(t *testing.T) {
+	rename := func(mark bool) filter.Funcs {
+		return filter.Funcs{FilterName: "rename", Keys: []int16{19}, Req: func(_ context.Context, x *filter.Exchange) error {
+			for i := range x.Request.(*kmsg.CreateTopicsRequest).Topics {
+				x.Request.(*kmsg.CreateTopicsRequest).Topics[i].Topic = "renamed-by-filter"
+			}
+			if mark {
+				x.MarkRequestChanged()
+			}
+			return nil
+		}}
+	}
+	for _, tc := range []struct {
+		name    string
+		f       filter.Filter
+		renamed bool
+	}{
+		{"no contract", rename(false), true},
+		{"reports and marks", reportingReq{rename(true)}, true},
+		{"reports, no mark", reportingReq{rename(false)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.f)
+			cl := e.client(t)
+			req := kmsg.NewPtrCreateTopicsRequest()
+			rt := kmsg.NewCreateTopicsRequestTopic()
+			rt.Topic, rt.NumPartitions, rt.ReplicationFactor = "as-sent", 1, 1
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(context.Background(), cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Topics) != 1 {
+				t.Fatalf("topics in the response: %+v", resp.Topics)
+			}
+			if got := resp.Topics[0].Topic == "renamed-by-filter"; got != tc.renamed {
+				t.Fatalf("upstream created %q; renamed %v, want %v", resp.Topics[0].Topic, got, tc.renamed)
+			}
+		})
+	}
+}

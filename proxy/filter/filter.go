@@ -60,6 +60,15 @@ type ChangeReporter interface {
 	ReportsResponseChanges(key int16) bool
 }
 
+// RequestChangeReporter is ChangeReporter for requests: a filter that
+// reports every change it makes to a decoded request of the keys it names
+// by calling Exchange.MarkRequestChanged. When every filter of a chain
+// reports and none marked, the proxy forwards the client's request bytes
+// as they came instead of encoding the request again.
+type RequestChangeReporter interface {
+	ReportsRequestChanges(key int16) bool
+}
+
 // Funcs adapts plain functions to a Filter; nil functions are no-ops.
 type Funcs struct {
 	FilterName string
@@ -179,7 +188,15 @@ type Exchange struct {
 	Values map[any]any
 
 	respChanged bool
+	reqChanged  bool
 }
+
+// MarkRequestChanged records that a filter changed x.Request in place
+// (see RequestChangeReporter).
+func (x *Exchange) MarkRequestChanged() { x.reqChanged = true }
+
+// RequestChanged reports whether a filter marked x.Request changed.
+func (x *Exchange) RequestChanged() bool { return x.reqChanged }
 
 // MarkResponseChanged records that a filter changed x.Response in place
 // (see ChangeReporter).
