@@ -41,7 +41,7 @@ type clientConn struct {
 	cancel context.CancelFunc
 
 	up       *upConn
-	upRaw    net.Conn // the upstream net.Conn, for splice on raw responses
+	upRaw    net.Conn // the upstream net.Conn, read directly for raw responses
 	versions versionTable
 	upVers   *kmsg.ApiVersionsResponse
 
@@ -257,8 +257,7 @@ func (c *clientConn) readRest(buf *[]byte, frame []byte, rest int) (*[]byte, []b
 }
 
 // copyRest relays the unread rest of a cut-through frame to the upstream:
-// what the client reader has buffered, then socket to socket (splice on
-// plain TCP; a TLS side copies through a large buffer).
+// what the client reader has buffered, then socket to socket (copyN).
 func (c *clientConn) copyRest(rest int) error {
 	if b := min(c.br.Buffered(), rest); b > 0 {
 		p, _ := c.br.Peek(b)
@@ -272,17 +271,7 @@ func (c *clientConn) copyRest(rest int) error {
 	if rest == 0 {
 		return nil
 	}
-	var n int64
-	var err error
-	if _, ok := c.upRaw.(io.ReaderFrom); ok && !isTLS(c.nc) && !isTLS(c.upRaw) {
-		n, err = io.CopyN(c.upRaw, c.nc, int64(rest))
-	} else {
-		bp := copyBufs.Get().(*[]byte)
-		// writerOnly hides a ReadFrom, so that io.CopyBuffer uses our
-		// large buffer rather than a 32 KiB one.
-		n, err = io.CopyBuffer(struct{ io.Writer }{c.up}, io.LimitReader(c.nc, int64(rest)), *bp)
-		copyBufs.Put(bp)
-	}
+	n, err := copyN(c.up, c.nc, int64(rest))
 	c.s.m.bytesIn.Add(float64(n))
 	if err == nil && n < int64(rest) {
 		err = io.ErrUnexpectedEOF
@@ -290,9 +279,22 @@ func (c *clientConn) copyRest(rest int) error {
 	return err
 }
 
-func isTLS(nc net.Conn) bool {
-	_, ok := nc.(*tls.Conn)
-	return ok
+// copyN copies n bytes from src to dst through a pooled 256 KiB buffer.
+// Measured against splice (make bench, one run, alternating rounds) on
+// loopback, the plain copy moved fetches faster (0.97-0.99x direct against
+// 0.84-0.90x): fewer, larger system calls per megabyte outweigh the copy
+// through user space.
+func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// The wrappers hide ReadFrom and WriteTo, so that io.CopyBuffer uses
+	// the large buffer (TCPConn.ReadFrom would splice, or copy through
+	// 32 KiB).
+	w, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{io.LimitReader(src, n)}, *bp)
+	if err == nil && w < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return w, err
 }
 
 // readLoop reads requests until the client goes away, a request is refused
@@ -821,11 +823,11 @@ func (c *clientConn) respond(p *pending) error {
 	}
 	if !p.decodeResp {
 		// Raw path: header, then the body straight from socket to
-		// socket (splice on plain TCP).
+		// socket.
 		if _, err := c.nc.Write(hdr[:]); err != nil {
 			return err
 		}
-		if _, err := io.CopyN(c.nc, c.upRaw, int64(n-4)); err != nil {
+		if _, err := copyN(c.nc, c.upRaw, int64(n-4)); err != nil {
 			return fmt.Errorf("proxy: relaying response: %w", err)
 		}
 		c.s.m.bytesOut.Add(float64(n + 4))

@@ -19,8 +19,8 @@ import (
 // byte doubles the transfer time a consumer waits for per fetch, so the
 // gateway relays it as it arrives instead: the structure (topics,
 // partitions, aborted transactions, tagged fields) is parsed from a small
-// buffer and copied on, record batches are copied socket to socket (splice
-// on plain TCP), and only the response's own tagged fields, which come
+// buffer and copied on, record batches are copied socket to socket through
+// a large buffer, and only the response's own tagged fields, which come
 // last, are held back and rewritten.
 //
 // The size prefix has gone out before the tagged fields are seen, so the
@@ -50,7 +50,7 @@ var fetchReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 3
 
 // fetchRelay is the state of one streamed response.
 type fetchRelay struct {
-	src  io.Reader // the upstream connection (splice source)
+	src  io.Reader // the upstream connection
 	lim  io.LimitedReader
 	br   *bufio.Reader // reads from lim
 	dst  io.Writer
@@ -172,9 +172,7 @@ func (r *fetchRelay) relay(n int64) error {
 	if n == 0 {
 		return nil
 	}
-	// io.CopyN hands dst a LimitedReader over the connection itself,
-	// which net.TCPConn splices.
-	w, err := io.CopyN(r.dst, r.src, n)
+	w, err := copyN(r.dst, r.src, n)
 	r.lim.N -= w
 	return err
 }

@@ -40,6 +40,10 @@ var (
 	// profileDir, if set, receives a CPU profile of every gateway process
 	// over the whole run (<variant>.pprof), for `go tool pprof`.
 	profileDir = os.Getenv("SLUICE_BENCH_PROFILE")
+	// altBin, if set, adds the variant "gateway-alt": the gateway
+	// variant run by another sluice binary, to compare two builds in one
+	// run (the machines are too noisy to compare runs).
+	altBin = os.Getenv("SLUICE_BENCH_ALT_BIN")
 )
 
 func envInt(k string, def int) int {
@@ -56,6 +60,7 @@ type variant struct {
 	// setup, if set, runs once before the gateway starts and returns more
 	// YAML and the options every bench client of the variant needs (SASL).
 	setup func(b *testing.B) (extra string, clientOpts []kgo.Opt)
+	bin   string // the sluice binary; SLUICE_BIN if empty
 }
 
 // variants are what `make bench` compares. Rows for later features are
@@ -73,6 +78,10 @@ type gateway struct {
 }
 
 func startGateway(b *testing.B, upstream []string, extra string) *gateway {
+	return startGatewayBin(b, harness.SluiceBin(b), upstream, extra)
+}
+
+func startGatewayBin(b *testing.B, bin string, upstream []string, extra string) *gateway {
 	b.Helper()
 	dir := b.TempDir()
 	g := &gateway{boot: harness.FreeAddr(b), admin: harness.FreeAddr(b)}
@@ -88,7 +97,7 @@ log: {level: warn, format: json}
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	g.cmd = exec.Command(harness.SluiceBin(b), "run", "--config", file)
+	g.cmd = exec.Command(bin, "run", "--config", file)
 	g.cmd.Stdout, g.cmd.Stderr = os.Stderr, os.Stderr
 	if profileDir != "" {
 		g.cmd.Env = append(os.Environ(), "SLUICE_PPROF=1")
@@ -237,6 +246,19 @@ func runOnce(b *testing.B, boot, topic string, cpu func() float64, clientOpts ..
 	return result{produceMBs: mb / produceSecs, consumeMBs: mb / consumeSecs, rtt: rtt, cpuPerMB: cpuMS / (2 * mb)}
 }
 
+// pairedRatio is the median over rounds of v[r]/base[r]: each round runs
+// every variant back to back, so a round's ratio is taken while the machine
+// is in one state, and the median drops the rounds it was not.
+func pairedRatio(v, base []float64) float64 {
+	rs := make([]float64, 0, len(v))
+	for i := range v {
+		if i < len(base) && base[i] > 0 {
+			rs = append(rs, v[i]/base[i])
+		}
+	}
+	return median(rs)
+}
+
 func median(xs []float64) float64 {
 	s := append([]float64{}, xs...)
 	sort.Float64s(s)
@@ -264,10 +286,14 @@ func BenchmarkGateway(b *testing.B) {
 	}
 	defer kf.Close()
 
-	active := variants
+	all0 := variants
+	if altBin != "" {
+		all0 = append(all0[:len(all0):len(all0)], variant{name: "gateway-alt", bin: altBin})
+	}
+	active := all0
 	if onlyVariant != "" {
 		active = nil
-		for _, v := range variants {
+		for _, v := range all0 {
 			if strings.Contains(","+onlyVariant+",", ","+v.name+",") {
 				active = append(active, v)
 			}
@@ -286,7 +312,11 @@ func BenchmarkGateway(b *testing.B) {
 			more, o := v.setup(b)
 			extra, opts[v.name] = extra+"\n"+more, o
 		}
-		g := startGateway(b, kf.ListenAddrs(), extra)
+		bin := v.bin
+		if bin == "" {
+			bin = harness.SluiceBin(b)
+		}
+		g := startGatewayBin(b, bin, kf.ListenAddrs(), extra)
 		boots[v.name], gws[v.name] = g.boot, g
 	}
 
@@ -342,7 +372,7 @@ func BenchmarkGateway(b *testing.B) {
 		s := all[v.name]
 		px, cx := 1.0, 1.0
 		if d != nil && v.name != "direct" {
-			px, cx = median(s.prod)/median(d.prod), median(s.cons)/median(d.cons)
+			px, cx = pairedRatio(s.prod, d.prod), pairedRatio(s.cons, d.cons)
 		}
 		cpu := "-"
 		if len(s.cpu) > 0 {
@@ -358,6 +388,17 @@ func BenchmarkGateway(b *testing.B) {
 				b.ReportMetric(median(s.cpu), v.name+"-cpu-ms/MB")
 			}
 		}
+	}
+	// The issues' relative targets: policy against the bare gateway
+	// (issue 3), audit against policy only (issue 4).
+	for _, pair := range [][2]string{{"policy", "gateway"}, {"policy+audit", "policy"}} {
+		v, base := all[pair[0]], all[pair[1]]
+		if v == nil || base == nil {
+			continue
+		}
+		px, cx := pairedRatio(v.prod, base.prod), pairedRatio(v.cons, base.cons)
+		fmt.Fprintf(&out, "%s against %s: produce %.3fx, consume %.3fx, rtt p50 %+v\n", pair[0], pair[1], px, cx,
+			(percentile(v.rtt, 0.5) - percentile(base.rtt, 0.5)).Round(time.Microsecond))
 	}
 	fmt.Print(out.String())
 	_ = net.JoinHostPort

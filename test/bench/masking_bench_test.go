@@ -165,7 +165,7 @@ masking: {}
 	for _, v := range vs {
 		s := all[v.name]
 		d := all["direct-"+v.codec]
-		x := median(s.mbs) / median(d.mbs)
+		x := pairedRatio(s.mbs, d.mbs)
 		cpu := "-"
 		if len(s.cpu) > 0 {
 			cpu = fmt.Sprintf("%.3f", median(s.cpu))
