@@ -36,6 +36,7 @@ var (
 	rounds      = envInt("SLUICE_BENCH_ROUNDS", 7)
 	produceMB   = envInt("SLUICE_BENCH_MB", 1024)
 	rttSamples  = envInt("SLUICE_BENCH_RTT", 2000)
+	fetchMB     = envInt("SLUICE_BENCH_FETCH_MB", 8) // consumer fetch size (half per partition)
 	onlyVariant = os.Getenv("SLUICE_BENCH_VARIANTS") // comma list; default all
 	// profileDir, if set, receives a CPU profile of every gateway process
 	// over the whole run (<variant>.pprof), for `go tool pprof`.
@@ -213,7 +214,7 @@ func runOnce(b *testing.B, boot, topic string, cpu func() float64, clientOpts ..
 	}
 
 	cons := newClient(b, boot, append(clientOpts[:len(clientOpts):len(clientOpts)], kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(4<<20))...)
+		kgo.FetchMaxBytes(int32(fetchMB)<<20), kgo.FetchMaxPartitionBytes(int32(fetchMB)<<19))...)
 	defer cons.Close()
 	got := 0
 	start = time.Now()
