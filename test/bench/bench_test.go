@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -41,9 +42,9 @@ var (
 	// profileDir, if set, receives a CPU profile of every gateway process
 	// over the whole run (<variant>.pprof), for `go tool pprof`.
 	profileDir = os.Getenv("SLUICE_BENCH_PROFILE")
-	// altBin, if set, adds the variant "gateway-alt": the gateway
-	// variant run by another sluice binary, to compare two builds in one
-	// run (the machines are too noisy to compare runs).
+	// altBin, if set, adds "<variant>-alt" for every gateway variant:
+	// the same variant run by another sluice binary, to compare two builds
+	// in one run (the machines are too noisy to compare runs).
 	altBin = os.Getenv("SLUICE_BENCH_ALT_BIN")
 )
 
@@ -260,6 +261,21 @@ func pairedRatio(v, base []float64) float64 {
 	return median(rs)
 }
 
+// quiet runs one measured phase with this process's garbage collector
+// off, after a collection: the cluster and the load generator share this
+// heap, and a collection landing in one variant's phase and not another's
+// moved single rounds by 10% and more. The heap grows by a few GiB during
+// a phase at most (the machines have 24 GiB) and is collected after it.
+func quiet[T any](run func() T) T {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	defer func() {
+		debug.SetGCPercent(old)
+		runtime.GC()
+	}()
+	return run()
+}
+
 func median(xs []float64) float64 {
 	s := append([]float64{}, xs...)
 	sort.Float64s(s)
@@ -287,15 +303,19 @@ func BenchmarkGateway(b *testing.B) {
 	}
 	defer kf.Close()
 
-	all0 := variants
-	if altBin != "" {
-		all0 = append(all0[:len(all0):len(all0)], variant{name: "gateway-alt", bin: altBin})
-	}
-	active := all0
+	active := variants
 	if onlyVariant != "" {
 		active = nil
-		for _, v := range all0 {
+		for _, v := range variants {
 			if strings.Contains(","+onlyVariant+",", ","+v.name+",") {
+				active = append(active, v)
+			}
+		}
+	}
+	if altBin != "" {
+		for _, v := range active[:len(active):len(active)] {
+			if v.extra != "-" {
+				v.name, v.bin = v.name+"-alt", altBin
 				active = append(active, v)
 			}
 		}
@@ -349,7 +369,7 @@ func BenchmarkGateway(b *testing.B) {
 			if g != nil && profileDir != "" && r == 0 {
 				wait = g.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
 			}
-			res := runOnce(b, boots[v.name], topic, cpu, opts[v.name]...)
+			res := quiet(func() result { return runOnce(b, boots[v.name], topic, cpu, opts[v.name]...) })
 			wait()
 			if r < 0 {
 				continue
@@ -392,7 +412,13 @@ func BenchmarkGateway(b *testing.B) {
 	}
 	// The issues' relative targets: policy against the bare gateway
 	// (issue 3), audit against policy only (issue 4).
-	for _, pair := range [][2]string{{"policy", "gateway"}, {"policy+audit", "policy"}} {
+	pairs := [][2]string{{"policy", "gateway"}, {"policy+audit", "policy"}}
+	for _, v := range active {
+		if base, ok := strings.CutSuffix(v.name, "-alt"); ok {
+			pairs = append(pairs, [2]string{v.name, base})
+		}
+	}
+	for _, pair := range pairs {
 		v, base := all[pair[0]], all[pair[1]]
 		if v == nil || base == nil {
 			continue

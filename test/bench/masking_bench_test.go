@@ -146,7 +146,7 @@ masking: {}
 				wait = g.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
 			}
 			cpu0 := g.cpuSeconds(b)
-			secs := consumeAll(b, ctx, v.boot, topic, n, v.masked, v.opts...)
+			secs := quiet(func() float64 { return consumeAll(b, ctx, v.boot, topic, n, v.masked, v.opts...) })
 			cpuMS := (g.cpuSeconds(b) - cpu0) * 1000
 			wait()
 			s := all[v.name]
