@@ -204,3 +204,31 @@ func TestNewErrors(t *testing.T) {
 		t.Fatal("disabled config started")
 	}
 }
+
+// TestSequencerParksAndWakes: the sequencer drains the queue on a poll
+// while events come and parks on the queue after a quiet spell; an event
+// after the spell is written as promptly as one in a burst.
+func TestSequencerParksAndWakes(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.FoldWindow = 0 // every decision an event
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	ctx := context.Background()
+	c := testConn(1, alice)
+	for i := range 50 { // a burst: the sequencer polls
+		f.OnResponse(ctx, exchange(c, 0, allowTopic("orders", int32(i))))
+	}
+	waitFor(t, "the burst written", func() bool { return metricValue(env.a.m.written) >= 50 })
+	time.Sleep(300 * time.Millisecond) // well past the idle polls: parked again
+	t0 := time.Now()
+	f.OnResponse(ctx, exchange(c, 0, allowTopic("orders", 99)))
+	waitFor(t, "the event after the quiet spell written", func() bool { return metricValue(env.a.m.written) >= 51 })
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("the event after a quiet spell took %v", d)
+	}
+	env.close(t)
+	if _, evs := events(t, cl); len(evs) < 51 {
+		t.Fatalf("%d events in the topic, want at least 51", len(evs))
+	}
+}
