@@ -25,7 +25,9 @@ func TestAuditRefusedRequests(t *testing.T) {
 		{9999, 0},                     // unknown to Kafka
 	} {
 		rc := dialRaw(t, e.gw.Bootstrap)
-		loginPlain(t, rc, audAcme, audPassword(audAcme))
+		if ar := rc.saslLogin(t, "PLAIN", 1, []byte("\x00"+audAcme+"\x00"+audPassword(audAcme))); ar.ErrorCode != 0 {
+			t.Fatalf("sasl authenticate as %s: %+v", audAcme, ar)
+		}
 		frame := binary.BigEndian.AppendUint32(nil, 0)
 		frame = binary.BigEndian.AppendUint16(frame, uint16(tc.key))
 		frame = binary.BigEndian.AppendUint16(frame, uint16(tc.version))
@@ -55,25 +57,5 @@ func TestAuditRefusedRequests(t *testing.T) {
 	}
 	if !found[int16(kmsg.LeaderAndISR)] || !found[9999] {
 		t.Fatalf("refused requests in the audit topic: %v, want LeaderAndIsr and key 9999", found)
-	}
-}
-
-// loginPlain authenticates rc with SASL PLAIN (SaslHandshake v1,
-// SaslAuthenticate v1).
-func loginPlain(t *testing.T, rc *rawConn, user, pass string) {
-	t.Helper()
-	hs := kmsg.NewPtrSASLHandshakeRequest()
-	hs.SetVersion(1)
-	hs.Mechanism = "PLAIN"
-	resp, err := rc.roundTrip(hs)
-	if err != nil || resp.(*kmsg.SASLHandshakeResponse).ErrorCode != 0 {
-		t.Fatalf("sasl handshake: %v %+v", err, resp)
-	}
-	auth := kmsg.NewPtrSASLAuthenticateRequest()
-	auth.SetVersion(1)
-	auth.SASLAuthBytes = []byte("\x00" + user + "\x00" + pass)
-	ar, err := rc.roundTrip(auth)
-	if err != nil || ar.(*kmsg.SASLAuthenticateResponse).ErrorCode != 0 {
-		t.Fatalf("sasl authenticate as %s: %v %+v", user, err, ar)
 	}
 }

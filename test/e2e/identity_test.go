@@ -216,22 +216,8 @@ func TestIdentityOAuthSessionLifetime(t *testing.T) {
 
 	for _, ttl := range []time.Duration{time.Hour, 20 * time.Second} {
 		rc := dialRaw(t, env.gw.Bootstrap)
-		hs := kmsg.NewPtrSASLHandshakeRequest()
-		hs.SetVersion(1)
-		hs.Mechanism = "OAUTHBEARER"
-		resp, err := rc.roundTrip(hs)
-		if err != nil || resp.(*kmsg.SASLHandshakeResponse).ErrorCode != 0 {
-			t.Fatalf("SaslHandshake OAUTHBEARER: %v %+v", err, resp)
-		}
-		au := kmsg.NewPtrSASLAuthenticateRequest()
-		au.SetVersion(2)
-		au.SASLAuthBytes = []byte("n,,\x01auth=Bearer " + env.token(t, "oauth-partner", "e2e", ttl) + "\x01\x01")
 		before := time.Now()
-		resp, err = rc.roundTrip(au)
-		if err != nil {
-			t.Fatalf("SaslAuthenticate: %v", err)
-		}
-		ar := resp.(*kmsg.SASLAuthenticateResponse)
+		ar := rc.saslLogin(t, "OAUTHBEARER", 2, []byte("n,,\x01auth=Bearer "+env.token(t, "oauth-partner", "e2e", ttl)+"\x01\x01"))
 		if ar.ErrorCode != 0 {
 			t.Fatalf("SaslAuthenticate: %v %v", kerr.ErrorForCode(ar.ErrorCode), ar.ErrorMessage)
 		}

@@ -71,6 +71,28 @@ func (rc *rawConn) roundTrip(req kmsg.Request) (kmsg.Response, error) {
 	return resp, nil
 }
 
+// saslLogin runs SaslHandshake v1 for mech and one SaslAuthenticate at
+// version carrying auth, and returns the authenticate answer; a transport
+// error or a refused handshake fails the test.
+func (rc *rawConn) saslLogin(t *testing.T, mech string, version int16, auth []byte) *kmsg.SASLAuthenticateResponse {
+	t.Helper()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.SetVersion(1)
+	hs.Mechanism = mech
+	resp, err := rc.roundTrip(hs)
+	if err != nil || resp.(*kmsg.SASLHandshakeResponse).ErrorCode != 0 {
+		t.Fatalf("SaslHandshake %s: %v %+v", mech, err, resp)
+	}
+	au := kmsg.NewPtrSASLAuthenticateRequest()
+	au.SetVersion(version)
+	au.SASLAuthBytes = auth
+	resp, err = rc.roundTrip(au)
+	if err != nil {
+		t.Fatalf("SaslAuthenticate %s: %v", mech, err)
+	}
+	return resp.(*kmsg.SASLAuthenticateResponse)
+}
+
 func joinHP(host string, port int32) string { return net.JoinHostPort(host, strconv.Itoa(int(port))) }
 
 // gatewayVersions returns the gateway's advertised [min, max] per key.
