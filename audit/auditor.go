@@ -351,75 +351,21 @@ func (a *Auditor) sequence() {
 		defer t.Stop()
 		headC = t.C
 	}
-	// While events arrive, the queue is drained on a short poll instead of
-	// receiving each event as it comes: a send to a channel with a parked
-	// receiver wakes it, and the woken sequencer then competes with the
-	// request's goroutine for the processor at the moment the answer is
-	// being written. A send into the buffered queue with nobody parked on
-	// it only copies. After idlePolls empty polls the sequencer parks on
-	// the queue again, so an idle gateway does not spin.
-	const pollEvery, idlePolls = time.Millisecond, 100
-	poll := time.NewTicker(pollEvery)
-	poll.Stop()
-	defer poll.Stop()
-	var pollC <-chan time.Time
-	idle := 0
-	done := func() {
-		a.flushFolds(time.Time{})
-		a.emitHead(true)
-	}
 	for {
-		var inC <-chan item
-		if pollC == nil {
-			inC = a.in // parked: the first event wakes the sequencer
-		}
 		select {
-		case it, ok := <-inC:
+		case it, ok := <-a.in:
 			if !ok {
-				done()
+				a.flushFolds(time.Time{})
+				a.emitHead(true)
 				return
 			}
 			a.handle(it)
-			if !a.drain() {
-				done()
-				return
-			}
-			poll.Reset(pollEvery)
-			pollC, idle = poll.C, 0
-		case <-pollC:
-			n := len(a.in)
-			if !a.drain() {
-				done()
-				return
-			}
-			if n > 0 {
-				idle = 0
-			} else if idle++; idle >= idlePolls {
-				poll.Stop()
-				pollC = nil
-			}
 		case now := <-tickC:
 			a.flushFolds(now)
 		case <-headC:
 			a.emitHead(false)
 		}
 	}
-}
-
-// drain handles what the queue holds now; false once it is closed.
-func (a *Auditor) drain() bool {
-	for range cap(a.in) + 1 {
-		select {
-		case it, ok := <-a.in:
-			if !ok {
-				return false
-			}
-			a.handle(it)
-		default:
-			return true
-		}
-	}
-	return true
 }
 
 func (a *Auditor) handle(it item) {
