@@ -64,12 +64,6 @@ func (f *auditFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 }
 
 func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error {
-	if len(x.Decisions) == 0 {
-		return nil
-	}
-	if x.Values != nil && x.Get(deniedKey{}) != nil {
-		return nil
-	}
 	var counts map[string]filter.Stats
 	switch x.Key {
 	case 0:
@@ -80,6 +74,35 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 		if resp, ok := x.Response.(*kmsg.FetchResponse); ok {
 			counts = fetchCounts(resp, x.Topics)
 		}
+	}
+	f.record(ctx, x, counts)
+	return nil
+}
+
+// StreamFetch implements filter.FetchStreamer: the audit filter needs only
+// what a streamed response delivered.
+func (f *auditFilter) StreamFetch(*filter.Exchange) bool { return true }
+
+// FetchTopic implements filter.FetchStreamer; it withholds nothing.
+func (f *auditFilter) FetchTopic(context.Context, *filter.Exchange, string, [16]byte) int16 { return 0 }
+
+// FetchDone implements filter.FetchStreamer: the exchange's decisions are
+// recorded with the records and bytes the stream delivered per topic.
+func (f *auditFilter) FetchDone(ctx context.Context, x *filter.Exchange, delivered map[string]filter.Stats) {
+	counts := make(map[string]filter.Stats, len(delivered))
+	for k, v := range delivered { // record deletes from it
+		counts[k] = v
+	}
+	f.record(ctx, x, counts)
+}
+
+// record turns x.Decisions into events, with counts per topic.
+func (f *auditFilter) record(ctx context.Context, x *filter.Exchange, counts map[string]filter.Stats) {
+	if len(x.Decisions) == 0 {
+		return
+	}
+	if x.Values != nil && x.Get(deniedKey{}) != nil {
+		return
 	}
 	t := time.Now()
 	var clientID string
@@ -110,7 +133,6 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 		f.a.enqueue(ctx, it)
 	}
 	f.a.m.decisions.Add(float64(len(x.Decisions)))
-	return nil
 }
 
 // produceCounts counts records and bytes per topic in a Produce request

@@ -201,3 +201,29 @@ func TestCloseWithoutDeadlineIsBounded(t *testing.T) {
 		t.Fatalf("close took %s", d)
 	}
 }
+
+// TestFetchDoneRecordsDelivered: a streamed Fetch's decisions are recorded
+// with the records and bytes the stream delivered per topic.
+func TestFetchDoneRecordsDelivered(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.FoldWindow = 0
+	env := start(t, cl, cfg)
+	fs := NewFilter(env.a).(filter.FetchStreamer)
+	x := exchange(testConn(1, alice), 1, allowTopic("orders", 0), allowTopic("other", 1))
+	if !fs.StreamFetch(x) || fs.FetchTopic(context.Background(), x, "orders", [16]byte{}) != 0 {
+		t.Fatal("the audit filter refuses or withholds a stream")
+	}
+	fs.FetchDone(context.Background(), x, map[string]filter.Stats{"orders": {Records: 7, Bytes: 700}})
+	env.close(t)
+	_, evs := events(t, cl)
+	got := map[string][2]int64{}
+	for _, e := range evs {
+		if e.Data.Kind == KindDecision {
+			got[e.Data.Resource] = [2]int64{e.Data.Records, e.Data.Bytes}
+		}
+	}
+	if got["orders"] != [2]int64{7, 700} || got["other"] != [2]int64{0, 0} || len(got) != 2 {
+		t.Fatalf("decisions recorded with %v", got)
+	}
+}

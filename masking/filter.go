@@ -234,6 +234,40 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 // fetchResponse marks the exchange whenever it fails or masks a partition.
 func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fetch.Int16() }
 
+// StreamFetch implements filter.FetchStreamer: a response whose topics
+// carry no obligations may be streamed (nothing to mask or filter).
+func (f *Filter) StreamFetch(x *filter.Exchange) bool {
+	for _, o := range x.Obligations {
+		if !o.Empty() {
+			return false
+		}
+	}
+	return true
+}
+
+// FetchTopic implements filter.FetchStreamer, failing closed: a topic of a
+// streamed response that carries obligations (attached after the request
+// side, by a policy change) or whose id cannot be resolved while any
+// obligations exist is withheld, never relayed in clear.
+func (f *Filter) FetchTopic(_ context.Context, x *filter.Exchange, topic string, id [16]byte) int16 {
+	name, resolved := topic, true
+	if name == "" {
+		name, resolved = resolveTopic(x, id)
+	}
+	switch {
+	case !resolved && len(x.Obligations) > 0:
+		f.partFailed.WithLabelValues("fetch").Inc()
+		return kerr.UnknownTopicID.Code
+	case resolved && !x.Obligations[name].Empty():
+		f.partFailed.WithLabelValues("fetch").Inc()
+		return kerr.UnknownServerError.Code
+	}
+	return 0
+}
+
+// FetchDone implements filter.FetchStreamer; nothing was masked.
+func (f *Filter) FetchDone(context.Context, *filter.Exchange, map[string]filter.Stats) {}
+
 // ReportsRequestChanges implements filter.RequestChangeReporter for Produce
 // and Fetch: the filter never changes Fetch requests, and marks a Produce
 // request whenever a topic of it has a schema contract or obligations, or

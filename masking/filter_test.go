@@ -427,3 +427,35 @@ func TestProduceUnknownTopicID(t *testing.T) {
 		t.Fatalf("response %+v", rp)
 	}
 }
+
+// TestFetchStreaming: the mask filter takes a Fetch response streamed only
+// when no topic carries obligations, and withholds any topic of a streamed
+// response that turns out to carry some (or cannot be resolved while some
+// exist), never relaying it in clear.
+func TestFetchStreaming(t *testing.T) {
+	f, err := newFilter(testConfig(t), staticSource{}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	x := &filter.Exchange{Key: 1, Topics: resolver{[16]byte{1}: "payments"}}
+	if !f.StreamFetch(x) {
+		t.Fatal("no obligations: not streamed")
+	}
+	if c := f.FetchTopic(ctx, x, "payments", [16]byte{}); c != 0 {
+		t.Fatalf("topic without obligations withheld: %d", c)
+	}
+	x.Obligations = map[string]*filter.Obligations{"payments": {Mask: demoRules}}
+	if f.StreamFetch(x) {
+		t.Fatal("obligations to apply, yet streamed")
+	}
+	if c := f.FetchTopic(ctx, x, "payments", [16]byte{}); c != kerr.UnknownServerError.Code {
+		t.Fatalf("topic with obligations relayed (code %d)", c)
+	}
+	if c := f.FetchTopic(ctx, x, "", [16]byte{1}); c != kerr.UnknownServerError.Code {
+		t.Fatalf("topic with obligations named by id relayed (code %d)", c)
+	}
+	if c := f.FetchTopic(ctx, x, "", [16]byte{9}); c != kerr.UnknownTopicID.Code {
+		t.Fatalf("unresolvable topic id relayed while obligations exist (code %d)", c)
+	}
+}

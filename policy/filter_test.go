@@ -943,3 +943,56 @@ func TestStreamsGroupTopology(t *testing.T) {
 		t.Fatal("internal topic creation not checked")
 	}
 }
+
+// TestStreamFetch: a Fetch response may be streamed only when the request
+// side denied nothing and no topic carries obligations; a streamed
+// response's topics get fetchResp's decision, recorded for audit.
+func TestStreamFetch(t *testing.T) {
+	f := newExampleFilter(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		topics []string
+		stream bool
+	}{
+		{"allowed, no obligations", []string{"demo"}, true},
+		{"obligations to apply", []string{"demo", "orders.eu"}, false},
+		{"a topic denied on the request", []string{"demo", "payments.settled"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := exchange(acme, fetchReqFor(12, false, tc.topics...))
+			if err := f.OnRequest(ctx, x); err != nil || x.Local != nil {
+				t.Fatalf("err %v local %v", err, x.Local)
+			}
+			if got := f.StreamFetch(x); got != tc.stream {
+				t.Fatalf("StreamFetch = %v, want %v", got, tc.stream)
+			}
+		})
+	}
+	x := exchange(acme, fetchReqFor(12, false, "demo"))
+	if err := f.OnRequest(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	before := len(x.Decisions)
+	if c := f.FetchTopic(ctx, x, "demo", [16]byte{}); c != 0 {
+		t.Fatalf("allowed topic withheld with %d", c)
+	}
+	if len(x.Decisions) != before {
+		t.Fatalf("a decision the request side made already was recorded again: %+v", x.Decisions)
+	}
+	// A session topic not listed and now denied (a revocation mid-session).
+	if c := f.FetchTopic(ctx, x, "payments.settled", [16]byte{}); c != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("denied topic code %d", c)
+	}
+	if d := x.Decisions[len(x.Decisions)-1]; d.Allow || d.Resource != "payments.settled" {
+		t.Fatalf("denial not recorded: %+v", d)
+	}
+	// Allowed now with obligations the request side did not see: a
+	// streamed response cannot be masked, so it is withheld.
+	if c := f.FetchTopic(ctx, x, "orders.eu", [16]byte{}); c != kerr.UnknownServerError.Code {
+		t.Fatalf("topic with obligations code %d", c)
+	}
+	if c := f.FetchTopic(ctx, x, "", [16]byte{0xee}); c != kerr.UnknownTopicID.Code {
+		t.Fatalf("unresolvable topic id code %d", c)
+	}
+}

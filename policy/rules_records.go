@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -118,6 +119,54 @@ func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	}
 	return nil
 }
+
+// StreamFetch implements filter.FetchStreamer: a Fetch response may be
+// streamed when nothing was taken out of the request (no topic denied on
+// the request side) and no topic that can come back carries obligations
+// (OnRequest attached those of every session topic; the mask filter must
+// see such responses decoded).
+func (f *Filter) StreamFetch(x *filter.Exchange) bool {
+	if x.Key != 1 || x.Local != nil {
+		return false
+	}
+	if st, _ := x.Get(stashKey{}).(*stash); st != nil {
+		return false
+	}
+	for _, o := range x.Obligations {
+		if !o.Empty() {
+			return false
+		}
+	}
+	return true
+}
+
+// FetchTopic implements filter.FetchStreamer with fetchResp's decision for
+// one topic of a streamed response: withheld with TOPIC_AUTHORIZATION_FAILED
+// (UNKNOWN_TOPIC_ID when its id cannot be resolved) when denied now, and
+// with UNKNOWN_SERVER_ERROR when it is allowed with obligations the request
+// side did not see (a policy change during a long poll): a streamed
+// response cannot be masked, and the next fetch is decoded.
+func (f *Filter) FetchTopic(ctx context.Context, x *filter.Exchange, topic string, id [16]byte) int16 {
+	name, ok := topicName(x, topic, id)
+	if !ok {
+		return codeTopicID
+	}
+	d := f.query(ctx, x, ActionRead, ResourceTopic, name)
+	if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
+		recordDecision(f, x, ActionRead, name, d)
+	}
+	if !d.Allow {
+		return codeTopic
+	}
+	if !d.Obligations.Empty() {
+		attach(x, name, d)
+		return kerr.UnknownServerError.Code
+	}
+	return 0
+}
+
+// FetchDone implements filter.FetchStreamer; FetchTopic did the work.
+func (f *Filter) FetchDone(context.Context, *filter.Exchange, map[string]filter.Stats) {}
 
 // requestDecision finds the read decision the request side made for topic.
 func requestDecision(x *filter.Exchange, topic string) (filter.Decision, bool) {

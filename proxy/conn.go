@@ -501,6 +501,9 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			}
 			return c.enqueue(p)
 		}
+		if h.Key == 1 && h.Version >= 12 && h.Version <= fetchStreamMaxVersion {
+			p.stream = streamsFetch(p.chain, x)
+		}
 		if !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
 			return c.forwardAsRead(p, h, out, acks0)
 		}
@@ -575,6 +578,40 @@ func reportsRequestChanges(chain []filter.Filter, key int16) bool {
 }
 
 type deniedKey struct{}
+
+// streamsFetch reports whether every filter of chain takes this Fetch
+// exchange's response streamed (filter.FetchStreamer).
+func streamsFetch(chain []filter.Filter, x *filter.Exchange) bool {
+	for _, f := range chain {
+		if fs, ok := f.(filter.FetchStreamer); !ok || !fs.StreamFetch(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// fetchHooks asks the chain's streamers about each topic of a streamed
+// response: the first non-zero code withholds it, and every streamer is
+// asked (the policy records its decisions there).
+func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
+	x := &p.x
+	return &fetchHooks{
+		delivered: make(map[string]filter.Stats, 2),
+		topic: func(name string, id [16]byte) (int16, string) {
+			key := name
+			if key == "" && x.Topics != nil {
+				key, _ = x.Topics.TopicName(id)
+			}
+			var code int16
+			for _, f := range p.chain {
+				if cd := f.(filter.FetchStreamer).FetchTopic(c.ctx, x, name, id); cd != 0 && code == 0 {
+					code = cd
+				}
+			}
+			return code, key
+		},
+	}
+}
 
 // localOutcome is the outcome of a request a filter answered locally:
 // denied when a filter refused it (a filter.Denial), or when the filters
@@ -805,9 +842,19 @@ func (c *clientConn) respond(p *pending) error {
 	c.s.m.upstream(x.Key, tFirst.Sub(p.tSent).Seconds())
 
 	if p.stream {
+		var hooks *fetchHooks
+		if len(p.chain) > 0 {
+			hooks = c.fetchHooks(p)
+		}
 		err := relayFetchResponse(c.nc, c.upRaw, hdr[:], n, x.Version, func(r *kmsg.FetchResponse) bool {
 			return rewriteAddresses(r, c.g, c.s.cluster)
-		})
+		}, hooks)
+		if hooks != nil && err == nil {
+			p.filtered = true
+			for i := len(p.chain) - 1; i >= 0; i-- {
+				p.chain[i].(filter.FetchStreamer).FetchDone(c.ctx, x, hooks.delivered)
+			}
+		}
 		if err != nil {
 			kind := "io"
 			if errors.Is(err, errFetchStream) {

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
 // Streaming Fetch responses.
@@ -56,6 +59,20 @@ type fetchRelay struct {
 	dst  io.Writer
 	wb   []byte // structure read but not yet written
 	flex bool
+
+	// hooks, nil to relay every topic as it came and count nothing.
+	hooks *fetchHooks
+}
+
+// fetchHooks let filters withhold topics of a streamed response and learn
+// what it delivered (filter.FetchStreamer).
+type fetchHooks struct {
+	// topic returns 0 to relay a topic, or the error code its partitions
+	// carry instead of their records; key names it in delivered.
+	topic func(name string, id [16]byte) (code int16, key string)
+	// delivered counts the records and bytes relayed per topic key, as
+	// the audit filter counts a decoded response.
+	delivered map[string]filter.Stats
 }
 
 // remaining is how many bytes of the response are still unread.
@@ -204,10 +221,14 @@ func (r *fetchRelay) skipTags() error {
 // addresses of a FetchResponse holding only NodeEndpoints and reports
 // whether it changed any.
 func relayFetchResponse(dst io.Writer, src io.Reader, hdr []byte, size int32, version int16,
-	rewrite func(*kmsg.FetchResponse) bool) error {
+	rewrite func(*kmsg.FetchResponse) bool, hooks *fetchHooks) error {
+	if hooks != nil && version < 12 {
+		// Withholding a topic pads its partitions with a tagged field.
+		return fmt.Errorf("proxy: internal: fetch v%d cannot be streamed through filters", version)
+	}
 	br := fetchReaders.Get().(*bufio.Reader)
 	wb := getBuf(64 << 10)
-	r := &fetchRelay{src: src, dst: dst, flex: version >= 12, wb: append(*wb, hdr...)}
+	r := &fetchRelay{src: src, dst: dst, flex: version >= 12, wb: append(*wb, hdr...), hooks: hooks}
 	r.lim = io.LimitedReader{R: src, N: int64(size) - 4}
 	br.Reset(&r.lim)
 	r.br = br
@@ -269,25 +290,48 @@ func (r *fetchRelay) body(version int16) error {
 		return err
 	}
 	for ; topics > 0; topics-- {
+		var name string
+		var id [16]byte
 		if version >= 13 {
-			if _, err := r.take(16); err != nil { // topic id
+			b, err := r.take(16) // topic id
+			if err != nil {
 				return err
 			}
+			copy(id[:], b)
 		} else {
 			n, err := r.bytesLen(true)
 			if err != nil {
 				return err
 			}
-			if err := r.relay(n); err != nil { // topic name
+			if r.hooks != nil {
+				if n > int64(r.remaining()) {
+					return fmt.Errorf("%w: topic name past the end", errFetchStream)
+				}
+				b, err := r.take(int(n))
+				if err != nil {
+					return err
+				}
+				name = string(b)
+			} else if err := r.relay(n); err != nil { // topic name
 				return err
 			}
+		}
+		var code int16
+		var key string
+		if r.hooks != nil {
+			code, key = r.hooks.topic(name, id)
 		}
 		parts, err := r.arrayLen()
 		if err != nil {
 			return err
 		}
 		for ; parts > 0; parts-- {
-			if err := r.partition(version); err != nil {
+			if code != 0 {
+				err = r.withhold(code)
+			} else {
+				err = r.partition(version, key)
+			}
+			if err != nil {
 				return err
 			}
 			if len(r.wb) >= 32<<10 {
@@ -305,8 +349,9 @@ func (r *fetchRelay) body(version int16) error {
 	return nil
 }
 
-// partition relays one partition of a Fetch response.
-func (r *fetchRelay) partition(version int16) error {
+// partition relays one partition of a Fetch response; key names its topic
+// for the delivered counts.
+func (r *fetchRelay) partition(version int16, key string) error {
 	fixed := 4 + 2 + 8 // partition, error code, high watermark
 	if version >= 4 {
 		fixed += 8 // last stable offset
@@ -345,11 +390,174 @@ func (r *fetchRelay) partition(version int16) error {
 	if err != nil {
 		return err
 	}
-	if err := r.relay(n); err != nil {
+	if r.hooks != nil {
+		err = r.relayCounted(n, key)
+	} else {
+		err = r.relay(n)
+	}
+	if err != nil {
 		return err
 	}
 	if r.flex {
 		return r.skipTags()
+	}
+	return nil
+}
+
+// relayCounted relays n bytes of record batches and counts them as the
+// audit filter counts a decoded partition (audit.countBatches): every
+// whole batch's bytes, the records of magic 2 data batches, one record per
+// legacy message set; a trailing partial batch counts nothing.
+func (r *fetchRelay) relayCounted(n int64, key string) error {
+	var st filter.Stats
+	defer func() {
+		d := r.hooks.delivered[key]
+		d.Records += st.Records
+		d.Bytes += st.Bytes
+		r.hooks.delivered[key] = d
+	}()
+	for n >= 17 {
+		h, err := r.take(17)
+		if err != nil {
+			return err
+		}
+		size := int64(binary.BigEndian.Uint32(h[8:12])) + 12
+		magic := h[16]
+		if size < 17 || size > n {
+			return r.relay(n - 17)
+		}
+		rest := size - 17
+		switch {
+		case magic >= 2 && size >= 61:
+			h, err := r.take(44)
+			if err != nil {
+				return err
+			}
+			// h holds bytes 17..60 of the batch: attributes at 21, the
+			// record count at 57.
+			if binary.BigEndian.Uint16(h[4:6])&0x20 == 0 {
+				if c := int32(binary.BigEndian.Uint32(h[40:44])); c > 0 {
+					st.Records += int64(c)
+				}
+			}
+			rest -= 44
+		case magic < 2:
+			st.Records++
+		}
+		st.Bytes += size
+		if err := r.relay(rest); err != nil {
+			return err
+		}
+		n -= size
+	}
+	return r.relay(n)
+}
+
+// withhold reads one partition and queues in its place one of the same
+// size that carries code and nothing else: no records, no aborted
+// transactions, offsets -1, its tagged fields replaced by zero padding.
+// Nothing read is relayed (flexible versions only).
+func (r *fetchRelay) withhold(code int16) error {
+	start := r.remaining()
+	var idx [4]byte
+	if _, err := io.ReadFull(r.br, idx[:]); err != nil {
+		return err
+	}
+	if err := r.discard(2 + 8 + 8 + 8); err != nil { // error code, offsets
+		return err
+	}
+	aborted, err := r.readUvarint()
+	if err != nil {
+		return err
+	}
+	if aborted > 0 {
+		aborted--
+	}
+	if int64(aborted)*17 > r.remaining() {
+		return fmt.Errorf("%w: %d aborted transactions past the end", errFetchStream, aborted)
+	}
+	for ; aborted > 0; aborted-- {
+		if err := r.discard(16); err != nil {
+			return err
+		}
+		if err := r.discardTags(); err != nil {
+			return err
+		}
+	}
+	if err := r.discard(4); err != nil { // preferred read replica
+		return err
+	}
+	n, err := r.readUvarint()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		if err := r.discard(int64(n) - 1); err != nil { // records
+			return err
+		}
+	}
+	if err := r.discardTags(); err != nil {
+		return err
+	}
+	orig := int(start - r.remaining())
+	out := append(r.wb, idx[:]...)
+	out = binary.BigEndian.AppendUint16(out, uint16(code))
+	for range 3 { // high watermark, last stable offset, log start offset
+		out = binary.BigEndian.AppendUint64(out, math.MaxUint64) // -1
+	}
+	out = append(out, 0)                                     // aborted transactions: null
+	out = binary.BigEndian.AppendUint32(out, math.MaxUint32) // preferred read replica -1
+	out = append(out, 1)                                     // records: empty, not null (librdkafka)
+	const base = 4 + 2 + 3*8 + 1 + 4 + 1
+	tags, ok := padTags(nil, 0, orig-base)
+	if !ok {
+		return fmt.Errorf("%w: a %d-byte partition cannot be withheld at its size", errFetchStream, orig)
+	}
+	r.wb = append(out, tags...)
+	return nil
+}
+
+// discard reads and drops n bytes.
+func (r *fetchRelay) discard(n int64) error {
+	if n > r.remaining() {
+		return fmt.Errorf("%w: %d bytes past the end", errFetchStream, n)
+	}
+	for n > 0 {
+		k, err := r.br.Discard(int(min(n, 1<<30)))
+		n -= int64(k)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readUvarint reads an unsigned varint without queueing it.
+func (r *fetchRelay) readUvarint() (uint64, error) {
+	v, err := binary.ReadUvarint(r.br)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", errFetchStream, err)
+	}
+	return v, nil
+}
+
+// discardTags reads and drops a tagged-field section.
+func (r *fetchRelay) discardTags() error {
+	num, err := r.readUvarint()
+	if err != nil {
+		return err
+	}
+	for i := uint64(0); i < num; i++ {
+		if _, err := r.readUvarint(); err != nil {
+			return err
+		}
+		size, err := r.readUvarint()
+		if err != nil {
+			return err
+		}
+		if err := r.discard(int64(size)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -416,9 +624,17 @@ func encodeFetchTags(resp *kmsg.FetchResponse, size int) ([]byte, bool) {
 	if n <= 0 {
 		return nil, false
 	}
-	fields := tags[n:]
-	// One or two padding fields (two when one cannot land on the size
-	// because its length varint would change width).
+	return padTags(tags[n:], num, size)
+}
+
+// padTags returns a tagged-field section of exactly size bytes: the num
+// encoded fields, then one or two padding fields of zeros (two when one
+// cannot land on the size because its length varint would change width).
+// Without fields, a size of 1 is the empty section; 2 cannot be made.
+func padTags(fields []byte, num uint64, size int) ([]byte, bool) {
+	if num == 0 && size == 1 {
+		return []byte{0}, true
+	}
 	for pads := uint64(1); pads <= 2; pads++ {
 		head := binary.AppendUvarint(nil, num+pads)
 		room := size - len(head) - len(fields)
@@ -428,7 +644,7 @@ func encodeFetchTags(resp *kmsg.FetchResponse, size int) ([]byte, bool) {
 		// room holds the pads' length varints and zero bytes; all
 		// but the last pad are empty (a one-byte length).
 		room -= int(pads - 1)
-		for lenWidth := 1; lenWidth <= 3; lenWidth++ {
+		for lenWidth := 1; lenWidth <= 5; lenWidth++ {
 			content := room - lenWidth
 			if content < 0 || uvarintLen(uint64(content)) != lenWidth {
 				continue

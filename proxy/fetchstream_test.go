@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
 // advHost is an advertiser whose host has a chosen length, so that tests
@@ -98,13 +101,17 @@ func fetchFrame(resp *kmsg.FetchResponse) []byte {
 // relay runs the streaming relay over frame followed by trailer, and
 // returns what it wrote and what it left unread.
 func relay(t testing.TB, frame, trailer []byte, version int16, adv advertiser) ([]byte, []byte, error) {
+	return relayWith(t, frame, trailer, version, adv, nil)
+}
+
+func relayWith(t testing.TB, frame, trailer []byte, version int16, adv advertiser, hooks *fetchHooks) ([]byte, []byte, error) {
 	t.Helper()
 	src := bytes.NewReader(append(append([]byte{}, frame[8:]...), trailer...))
 	var dst bytes.Buffer
 	size := int32(binary.BigEndian.Uint32(frame))
 	err := relayFetchResponse(&dst, src, frame[:8], size, version, func(r *kmsg.FetchResponse) bool {
 		return rewriteAddresses(r, adv, nil)
-	})
+	}, hooks)
 	rest := make([]byte, src.Len())
 	_, _ = src.Read(rest)
 	return dst.Bytes(), rest, err
@@ -300,6 +307,40 @@ func FuzzFetchStream(f *testing.F) {
 				t.Fatalf("endpoint %s:%d relayed", b.Host, b.Port)
 			}
 		}
+		if v < 12 {
+			return
+		}
+		// Through hooks that withhold every other topic: nothing of a
+		// withheld topic's records reaches the client.
+		withhold := func(name string, id [16]byte) bool { return (len(name)+int(id[0]))%2 == 0 }
+		hooks := &fetchHooks{delivered: map[string]filter.Stats{}, topic: func(name string, id [16]byte) (int16, string) {
+			if withhold(name, id) {
+				return 29, name
+			}
+			return 0, name
+		}}
+		out, rest, err = relayWith(t, frame, []byte("T"), v, advHost("gw"), hooks)
+		if err != nil {
+			return
+		}
+		if string(rest) != "T" || len(out) != len(frame) {
+			t.Fatalf("withholding: relayed %d of %d bytes, left %q", len(out), len(frame), rest)
+		}
+		w := kmsg.NewPtrFetchResponse()
+		w.SetVersion(v)
+		if w.ReadFrom(out[4+off:]) != nil {
+			return
+		}
+		for _, tp := range w.Topics {
+			if !withhold(tp.Topic, tp.TopicID) {
+				continue
+			}
+			for _, p := range tp.Partitions {
+				if len(p.RecordBatches) != 0 || p.ErrorCode != 29 {
+					t.Fatalf("withheld topic %q partition %d relayed with code %d and %d record bytes", tp.Topic, p.Partition, p.ErrorCode, len(p.RecordBatches))
+				}
+			}
+		}
 	})
 }
 
@@ -324,7 +365,7 @@ func BenchmarkRelayFetch(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		src.Reset(frame[8:])
-		if err := relayFetchResponse(discard{}, src, frame[:8], size, 16, rw); err != nil {
+		if err := relayFetchResponse(discard{}, src, frame[:8], size, 16, rw, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -333,3 +374,154 @@ func BenchmarkRelayFetch(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// refCountBatches counts record batches as the audit filter counts a
+// decoded partition (audit.countBatches), for comparison.
+func refCountBatches(b []byte) (records, bytes int64) {
+	for len(b) >= 17 {
+		size := int64(binary.BigEndian.Uint32(b[8:12])) + 12
+		if size < 17 || size > int64(len(b)) {
+			return
+		}
+		switch magic := b[16]; {
+		case magic >= 2 && size >= 61:
+			if attrs := binary.BigEndian.Uint16(b[21:23]); attrs&0x20 == 0 {
+				if n := int32(binary.BigEndian.Uint32(b[57:61])); n > 0 {
+					records += int64(n)
+				}
+			}
+		case magic < 2:
+			records++
+		}
+		bytes += size
+		b = b[size:]
+	}
+	return
+}
+
+// realBatches returns 1-3 valid magic-2 batches, sometimes a control batch
+// or a trailing partial batch.
+func realBatches(rng *rand.Rand) []byte {
+	var out []byte
+	for i := rng.Intn(3) + 1; i > 0; i-- {
+		n := rng.Intn(5) + 1
+		var recs []byte
+		for j := 0; j < n; j++ {
+			rec := kmsg.Record{Value: make([]byte, rng.Intn(300))}
+			rec.Length = int32(len(rec.AppendTo(nil)) - 1)
+			recs = rec.AppendTo(recs)
+		}
+		b := kmsg.RecordBatch{PartitionLeaderEpoch: -1, Magic: 2, LastOffsetDelta: int32(n - 1), NumRecords: int32(n), Records: recs}
+		if rng.Intn(5) == 0 {
+			b.Attributes = 0x20 // control
+		}
+		enc := b.AppendTo(nil)
+		binary.BigEndian.PutUint32(enc[8:], uint32(len(enc)-12))
+		out = append(out, enc...)
+	}
+	if rng.Intn(3) == 0 {
+		out = append(out, make([]byte, 30)...) // partial: a header's worth
+		binary.BigEndian.PutUint32(out[len(out)-30+8:], 5000)
+	}
+	return out
+}
+
+// TestRelayFetchWithholds streams responses through topic hooks that
+// withhold some topics: withheld partitions carry the code and nothing
+// else (no records, offsets -1) at the size the upstream sent, the others
+// arrive unchanged, and what was delivered is counted per topic as the
+// audit filter counts a decoded response.
+func TestRelayFetchWithholds(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	withheldParts, passed, failures := 0, 0, 0
+	for v := int16(12); v <= fetchStreamMaxVersion; v++ {
+		for i := 0; i < 80; i++ {
+			in := randFetchResponse(rng, v, "kafka")
+			in.Brokers = nil
+			for ti := range in.Topics {
+				for pi := range in.Topics[ti].Partitions {
+					if rng.Intn(2) == 0 {
+						in.Topics[ti].Partitions[pi].RecordBatches = realBatches(rng)
+					}
+				}
+			}
+			key := func(name string, id [16]byte) string {
+				if v >= 13 {
+					return fmt.Sprintf("%x", id)
+				}
+				return name
+			}
+			codes := map[string]int16{}
+			for _, tp := range in.Topics {
+				if rng.Intn(2) == 0 {
+					codes[key(tp.Topic, tp.TopicID)] = int16(29 + rng.Intn(3))
+				}
+			}
+			hooks := &fetchHooks{delivered: map[string]filter.Stats{}, topic: func(name string, id [16]byte) (int16, string) {
+				k := key(name, id)
+				return codes[k], k
+			}}
+			frame := fetchFrame(in)
+			out, rest, err := relayWith(t, frame, []byte("next"), v, advHost("gw"), hooks)
+			if err != nil {
+				if !errors.Is(err, errFetchStream) {
+					t.Fatalf("v%d: %v", v, err)
+				}
+				failures++ // a partition that cannot be withheld at its size: the connection closes
+				continue
+			}
+			if string(rest) != "next" || len(out) != len(frame) {
+				t.Fatalf("v%d: relayed %d of %d bytes, left %q", v, len(out), len(frame), rest)
+			}
+			got := decodeFetch(t, out, v)
+			want := map[string]filter.Stats{}
+			for ti, tp := range in.Topics {
+				k := key(tp.Topic, tp.TopicID)
+				gt := got.Topics[ti]
+				if key(gt.Topic, gt.TopicID) != k || len(gt.Partitions) != len(tp.Partitions) {
+					t.Fatalf("v%d: topic %d (%s, %d partitions) relayed as %s with %d", v, ti, k, len(tp.Partitions), key(gt.Topic, gt.TopicID), len(gt.Partitions))
+				}
+				for pi, p := range tp.Partitions {
+					gp := gt.Partitions[pi]
+					if code := codes[k]; code != 0 {
+						withheldParts++
+						if gp.Partition != p.Partition || gp.ErrorCode != code || len(gp.RecordBatches) != 0 ||
+							gp.HighWatermark != -1 || gp.LastStableOffset != -1 || gp.LogStartOffset != -1 ||
+							len(gp.AbortedTransactions) != 0 || gp.PreferredReadReplica != -1 || gp.CurrentLeader.LeaderID != -1 {
+							t.Fatalf("v%d: withheld partition %d relayed with code %d, %d record bytes, offsets %d/%d/%d, %d aborted, replica %d, leader %d",
+								v, gp.Partition, gp.ErrorCode, len(gp.RecordBatches), gp.HighWatermark, gp.LastStableOffset, gp.LogStartOffset,
+								len(gp.AbortedTransactions), gp.PreferredReadReplica, gp.CurrentLeader.LeaderID)
+						}
+						gp.UnknownTags.Each(func(tag uint32, val []byte) {
+							if tag < fillerTag || !bytes.Equal(val, make([]byte, len(val))) {
+								t.Fatalf("v%d: withheld partition carries tag %d %x", v, tag, val)
+							}
+						})
+						continue
+					}
+					passed++
+					if !reflect.DeepEqual(gp, p) {
+						t.Fatalf("v%d: relayed partition %d differs from the upstream's", v, p.Partition)
+					}
+					r, b := refCountBatches(p.RecordBatches)
+					w := want[k]
+					w.Records += r
+					w.Bytes += b
+					want[k] = w
+				}
+			}
+			for k, w := range want {
+				if hooks.delivered[k] != w {
+					t.Fatalf("v%d: delivered %+v for %s, want %+v", v, hooks.delivered[k], k, w)
+				}
+			}
+		}
+	}
+	if withheldParts == 0 || passed == 0 {
+		t.Fatalf("withheld %d, passed %d partitions: both paths must be exercised", withheldParts, passed)
+	}
+	if failures > 5 {
+		t.Fatalf("%d responses could not be withheld at their size", failures)
+	}
+	t.Logf("withheld %d partitions, passed %d, %d responses refused", withheldParts, passed, failures)
+}

@@ -4,16 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -561,5 +564,91 @@ func TestRequestChangeReporting(t *testing.T) {
 				t.Fatalf("upstream created %q; renamed %v, want %v", resp.Topics[0].Topic, got, tc.renamed)
 			}
 		})
+	}
+}
+
+// streamer is a filter that takes Fetch responses streamed and withholds
+// one topic (filter.FetchStreamer).
+type streamer struct {
+	filter.Funcs
+	withhold             string
+	topics, dones, resps atomic.Int64
+	delivered            sync.Map // topic -> records delivered
+}
+
+func (s *streamer) StreamFetch(*filter.Exchange) bool { return true }
+
+func (s *streamer) FetchTopic(_ context.Context, x *filter.Exchange, topic string, id [16]byte) int16 {
+	s.topics.Add(1)
+	if topic == "" {
+		topic, _ = x.Topics.TopicName(id)
+	}
+	if topic == s.withhold {
+		return kerr.TopicAuthorizationFailed.Code
+	}
+	return 0
+}
+
+func (s *streamer) FetchDone(_ context.Context, _ *filter.Exchange, delivered map[string]filter.Stats) {
+	s.dones.Add(1)
+	for k, v := range delivered {
+		prev, _ := s.delivered.LoadOrStore(k, new(atomic.Int64))
+		prev.(*atomic.Int64).Add(v.Records)
+	}
+}
+
+// TestStreamedFetchThroughFilters: with a chain whose filters all take
+// Fetch streamed, franz-go's fetches are streamed through the topic hook
+// (never decoded for OnResponse), a withheld topic's records never reach
+// the client (it sees TOPIC_AUTHORIZATION_FAILED), and the other topic's
+// records all arrive and are counted as delivered.
+func TestStreamedFetchThroughFilters(t *testing.T) {
+	s := &streamer{withhold: "secret"}
+	s.Funcs = filter.Funcs{FilterName: "streamer", Keys: []int16{1}, Resp: func(_ context.Context, x *filter.Exchange) error {
+		s.resps.Add(1)
+		return nil
+	}}
+	e := newTestEnv(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prod := e.client(t, kgo.RequiredAcks(kgo.AllISRAcks()))
+	for i := 0; i < 50; i++ {
+		for _, topic := range []string{"open", "secret"} {
+			prod.Produce(ctx, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("%s-%d", topic, i))}, nil)
+		}
+	}
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons := e.client(t, kgo.ConsumeTopics("open", "secret"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	open, denied := 0, false
+	for open < 50 || !denied {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("open %d records, denied seen %v", open, denied)
+		}
+		fs.EachError(func(topic string, _ int32, err error) {
+			if topic == "secret" && errors.Is(err, kerr.TopicAuthorizationFailed) {
+				denied = true
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Topic == "secret" {
+				t.Fatalf("record %q of the withheld topic delivered", r.Value)
+			}
+			open++
+		})
+	}
+	if s.topics.Load() == 0 || s.dones.Load() == 0 {
+		t.Fatalf("topic hook called %d times, done %d: the fetches were not streamed", s.topics.Load(), s.dones.Load())
+	}
+	if n := s.resps.Load(); n != 0 {
+		t.Fatalf("OnResponse ran for %d streamed fetches", n)
+	}
+	if v, ok := s.delivered.Load("open"); !ok || v.(*atomic.Int64).Load() < 50 {
+		t.Fatalf("delivered records of open: %v", v)
+	}
+	if v, ok := s.delivered.Load("secret"); ok && v.(*atomic.Int64).Load() != 0 {
+		t.Fatalf("withheld topic counted %d records as delivered", v.(*atomic.Int64).Load())
 	}
 }

@@ -69,6 +69,25 @@ type RequestChangeReporter interface {
 	ReportsRequestChanges(key int16) bool
 }
 
+// FetchStreamer is implemented by a filter that can take a Fetch response
+// as the proxy streams it, topic by topic, instead of decoded whole. The
+// proxy streams only when every filter of the chain implements it and
+// each StreamFetch, asked after the request filters ran, says yes; it then
+// calls FetchTopic for each topic of the response before relaying it, in
+// chain order, and FetchDone, in reverse chain order, instead of
+// OnResponse.
+//
+// FetchTopic returns 0 to let the topic's partitions through, or the error
+// code its partitions get instead: they are then sent without records
+// (and without aborted transactions), at the size the upstream sent, so a
+// streamer can withhold but never change records. A streamer must refuse
+// to stream (StreamFetch false) whenever it might need to change them.
+type FetchStreamer interface {
+	StreamFetch(x *Exchange) bool
+	FetchTopic(ctx context.Context, x *Exchange, topic string, id [16]byte) int16
+	FetchDone(ctx context.Context, x *Exchange, delivered map[string]Stats)
+}
+
 // Funcs adapts plain functions to a Filter; nil functions are no-ops.
 type Funcs struct {
 	FilterName string
