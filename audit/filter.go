@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"encoding/binary"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -176,27 +175,6 @@ func fetchCounts(resp *kmsg.FetchResponse, names filter.TopicResolver) map[strin
 	return m
 }
 
-// countBatches counts the records and bytes of the complete batches in a
-// record set, reading only batch headers. Control batches are skipped;
-// a legacy message set counts one record per message.
-func countBatches(b []byte) (records, bytes int64) {
-	for len(b) >= 17 {
-		size := int64(binary.BigEndian.Uint32(b[8:12])) + 12
-		if size < 17 || size > int64(len(b)) {
-			return
-		}
-		switch magic := b[16]; {
-		case magic >= 2 && size >= 61:
-			if attrs := binary.BigEndian.Uint16(b[21:23]); attrs&0x20 == 0 {
-				if n := int32(binary.BigEndian.Uint32(b[57:61])); n > 0 {
-					records += int64(n)
-				}
-			}
-		case magic < 2:
-			records++
-		}
-		bytes += size
-		b = b[size:]
-	}
-	return
-}
+// countBatches is filter.CountBatches (the proxy's streamed fetches count
+// the same way).
+func countBatches(b []byte) (records, bytes int64) { return filter.CountBatches(b) }

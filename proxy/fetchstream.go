@@ -405,7 +405,7 @@ func (r *fetchRelay) partition(version int16, key string) error {
 }
 
 // relayCounted relays n bytes of record batches and counts them as the
-// audit filter counts a decoded partition (audit.countBatches): every
+// audit filter counts a decoded partition (filter.CountBatches): every
 // whole batch's bytes, the records of magic 2 data batches, one record per
 // legacy message set; a trailing partial batch counts nothing.
 func (r *fetchRelay) relayCounted(n int64, key string) error {

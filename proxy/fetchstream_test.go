@@ -375,30 +375,6 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-// refCountBatches counts record batches as the audit filter counts a
-// decoded partition (audit.countBatches), for comparison.
-func refCountBatches(b []byte) (records, bytes int64) {
-	for len(b) >= 17 {
-		size := int64(binary.BigEndian.Uint32(b[8:12])) + 12
-		if size < 17 || size > int64(len(b)) {
-			return
-		}
-		switch magic := b[16]; {
-		case magic >= 2 && size >= 61:
-			if attrs := binary.BigEndian.Uint16(b[21:23]); attrs&0x20 == 0 {
-				if n := int32(binary.BigEndian.Uint32(b[57:61])); n > 0 {
-					records += int64(n)
-				}
-			}
-		case magic < 2:
-			records++
-		}
-		bytes += size
-		b = b[size:]
-	}
-	return
-}
-
 // realBatches returns 1-3 valid magic-2 batches, sometimes a control batch
 // or a trailing partial batch.
 func realBatches(rng *rand.Rand) []byte {
@@ -503,7 +479,7 @@ func TestRelayFetchWithholds(t *testing.T) {
 					if !reflect.DeepEqual(gp, p) {
 						t.Fatalf("v%d: relayed partition %d differs from the upstream's", v, p.Partition)
 					}
-					r, b := refCountBatches(p.RecordBatches)
+					r, b := filter.CountBatches(p.RecordBatches)
 					w := want[k]
 					w.Records += r
 					w.Bytes += b

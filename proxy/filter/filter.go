@@ -14,6 +14,7 @@ package filter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -309,4 +310,31 @@ func AsDenial(err error) (*Denial, bool) {
 	var d *Denial
 	ok := errors.As(err, &d)
 	return d, ok
+}
+
+// CountBatches counts the records and bytes of the complete batches in a
+// record set, reading only batch headers. Control batches are skipped;
+// a legacy message set counts one record per message; a trailing partial
+// batch counts nothing. The audit filter counts delivered and produced
+// records with it, and the proxy's streamed fetches count the same way.
+func CountBatches(b []byte) (records, bytes int64) {
+	for len(b) >= 17 {
+		size := int64(binary.BigEndian.Uint32(b[8:12])) + 12
+		if size < 17 || size > int64(len(b)) {
+			return
+		}
+		switch magic := b[16]; {
+		case magic >= 2 && size >= 61:
+			if attrs := binary.BigEndian.Uint16(b[21:23]); attrs&0x20 == 0 {
+				if n := int32(binary.BigEndian.Uint32(b[57:61])); n > 0 {
+					records += int64(n)
+				}
+			}
+		case magic < 2:
+			records++
+		}
+		bytes += size
+		b = b[size:]
+	}
+	return
 }
