@@ -2,31 +2,25 @@ package schema
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/sluice-gw/sluice/proxy/authn/authntest"
 )
 
 // testPKI is a CA with a server certificate for 127.0.0.1 and a client
@@ -43,88 +37,22 @@ type testPKI struct {
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir(), pool: x509.NewCertPool()}
-	ca, caKey := makeCA(t, "sluice test registry CA")
-	p.pool.AddCert(ca)
-	p.caFile = p.writePEM(t, "ca.pem", "CERTIFICATE", ca.Raw)
-	other, _ := makeCA(t, "some other CA")
-	p.otherCAFile = p.writePEM(t, "other-ca.pem", "CERTIFICATE", other.Raw)
-
-	srvDER, srvKey := makeLeaf(t, ca, caKey, "registry", x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) {
-		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		c.DNSNames = []string{"localhost"}
-	})
-	p.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-
-	cliDER, cliKey := makeLeaf(t, ca, caKey, "sluice", x509.ExtKeyUsageClientAuth, nil)
-	p.clientCertFile = p.writePEM(t, "client.pem", "CERTIFICATE", cliDER)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
+	dir := t.TempDir()
+	pki, err := authntest.NewPKI(filepath.Join(dir, "pki"), nil, authntest.CertSubject{Name: "sluice", CommonName: "sluice"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.clientKeyFile = p.writePEM(t, "client-key.pem", "PRIVATE KEY", keyDER)
-	return p
-}
-
-func (p *testPKI) writePEM(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	f := filepath.Join(p.dir, name)
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-var serial atomic.Int64
-
-func makeCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, err := authntest.NewPKI(filepath.Join(dir, "other"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	srv, err := tls.LoadX509KeyPair(pki.Server.CertFile, pki.Server.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key
-}
-
-func makeLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage, edit func(*x509.Certificate)) ([]byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	if edit != nil {
-		edit(tmpl)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, key
+	cli := pki.Clients["sluice"]
+	return &testPKI{dir: dir, caFile: pki.CAFile, pool: pki.CertPool(), server: srv,
+		clientCertFile: cli.CertFile, clientKeyFile: cli.KeyFile, otherCAFile: other.CAFile}
 }
 
 // netRegistry is srfake's handler behind a real HTTP(S) server, optionally
