@@ -273,9 +273,6 @@ func (c *clientConn) copyRest(rest int) error {
 	}
 	n, err := copyN(c.up, c.nc, int64(rest))
 	c.s.m.bytesIn.Add(float64(n))
-	if err == nil && n < int64(rest) {
-		err = io.ErrUnexpectedEOF
-	}
 	return err
 }
 
@@ -435,7 +432,11 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	x.Conn, x.Key, x.Version, x.CorrelationID = c.fc, h.Key, h.Version, h.CorrelationID
 	x.Received, x.Topics = tRead, c.s.cluster
 	p.decodeResp = len(p.chain) > 0 || rewriteNeeded(h.Key, h.Version)
-	p.stream = h.Key == 1 && len(p.chain) == 0 && h.Version >= apis[1].flexibleFrom && h.Version <= fetchStreamMaxVersion
+	// A flexible Fetch response of a layout fetchstream.go knows can be
+	// relayed as it arrives: always without filters, with them when every
+	// one takes it so (decided once the request filters ran).
+	streamable := h.Key == 1 && h.Version >= apis[1].flexibleFrom && h.Version <= fetchStreamMaxVersion
+	p.stream = streamable && len(p.chain) == 0
 
 	body := frame[h.BodyOffset:]
 	acks0 := false
@@ -501,9 +502,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			}
 			return c.enqueue(p)
 		}
-		if h.Key == 1 && h.Version >= 12 && h.Version <= fetchStreamMaxVersion {
-			p.stream = streamsFetch(p.chain, x)
-		}
+		p.stream = streamable && streamsFetch(p.chain, x)
 		if !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
 			return c.forwardAsRead(p, h, out, acks0)
 		}

@@ -304,10 +304,7 @@ func (r *fetchRelay) body(version int16) error {
 				return err
 			}
 			if r.hooks != nil {
-				if n > int64(r.remaining()) {
-					return fmt.Errorf("%w: topic name past the end", errFetchStream)
-				}
-				b, err := r.take(int(n))
+				b, err := r.take(int(n)) // bounded by what is left
 				if err != nil {
 					return err
 				}
