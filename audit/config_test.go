@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
 func TestDecodeConfig(t *testing.T) {
@@ -83,7 +85,7 @@ func TestCountBatches(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, b := countBatches(tc.in)
+			r, b := filter.CountBatches(tc.in)
 			if r != tc.recs || b != tc.nbytes {
 				t.Fatalf("got %d records %d bytes, want %d %d", r, b, tc.recs, tc.nbytes)
 			}

@@ -146,7 +146,7 @@ func produceCounts(req *kmsg.ProduceRequest, names filter.TopicResolver) map[str
 		}
 		s := m[name]
 		for j := range t.Partitions {
-			r, b := countBatches(t.Partitions[j].Records)
+			r, b := filter.CountBatches(t.Partitions[j].Records)
 			s.Records += r
 			s.Bytes += b
 		}
@@ -166,7 +166,7 @@ func fetchCounts(resp *kmsg.FetchResponse, names filter.TopicResolver) map[strin
 		}
 		s := m[name]
 		for j := range t.Partitions {
-			r, b := countBatches(t.Partitions[j].RecordBatches)
+			r, b := filter.CountBatches(t.Partitions[j].RecordBatches)
 			s.Records += r
 			s.Bytes += b
 		}
@@ -174,7 +174,3 @@ func fetchCounts(resp *kmsg.FetchResponse, names filter.TopicResolver) map[strin
 	}
 	return m
 }
-
-// countBatches is filter.CountBatches (the proxy's streamed fetches count
-// the same way).
-func countBatches(b []byte) (records, bytes int64) { return filter.CountBatches(b) }

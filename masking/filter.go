@@ -236,14 +236,7 @@ func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fet
 
 // StreamFetch implements filter.FetchStreamer: a response whose topics
 // carry no obligations may be streamed (nothing to mask or filter).
-func (f *Filter) StreamFetch(x *filter.Exchange) bool {
-	for _, o := range x.Obligations {
-		if !o.Empty() {
-			return false
-		}
-	}
-	return true
-}
+func (f *Filter) StreamFetch(x *filter.Exchange) bool { return !x.HasObligations() }
 
 // FetchTopic implements filter.FetchStreamer, failing closed: a topic of a
 // streamed response that carries obligations (attached after the request

@@ -78,24 +78,9 @@ func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
-		name, ok := topicName(x, t.Topic, t.TopicID)
-		code := codeTopicID
-		var d Decision
-		if ok {
-			// Decided again even if the request side allowed it: a long
-			// poll can return records produced after a revocation that
-			// happened while the fetch was waiting. Cached, this costs a
-			// lookup.
-			d = f.query(ctx, x, ActionRead, ResourceTopic, name)
-			prior, seen := requestDecision(x, name)
-			if !seen || prior.Allow != d.Allow {
-				recordDecision(f, x, ActionRead, name, d)
-			}
-			if d.Allow {
-				attach(x, name, d)
-				continue
-			}
-			code = codeTopic
+		name, code := f.recheckFetchTopic(ctx, x, t.Topic, t.TopicID)
+		if code == 0 {
+			continue
 		}
 		sub := kmsg.NewPtrFetchRequest()
 		sub.Version = resp.Version
@@ -129,15 +114,8 @@ func (f *Filter) StreamFetch(x *filter.Exchange) bool {
 	if x.Key != 1 || x.Local != nil {
 		return false
 	}
-	if st, _ := x.Get(stashKey{}).(*stash); st != nil {
-		return false
-	}
-	for _, o := range x.Obligations {
-		if !o.Empty() {
-			return false
-		}
-	}
-	return true
+	st, _ := x.Get(stashKey{}).(*stash)
+	return st == nil && !x.HasObligations()
 }
 
 // FetchTopic implements filter.FetchStreamer with fetchResp's decision for
@@ -147,22 +125,35 @@ func (f *Filter) StreamFetch(x *filter.Exchange) bool {
 // side did not see (a policy change during a long poll): a streamed
 // response cannot be masked, and the next fetch is decoded.
 func (f *Filter) FetchTopic(ctx context.Context, x *filter.Exchange, topic string, id [16]byte) int16 {
+	name, code := f.recheckFetchTopic(ctx, x, topic, id)
+	if code == 0 && !x.Obligations[name].Empty() {
+		return kerr.UnknownServerError.Code
+	}
+	return code
+}
+
+// recheckFetchTopic decides read on a topic of a Fetch response again, even
+// if the request side allowed it: a long poll can return records produced
+// after a revocation that happened while the fetch was waiting, and an
+// incremental session returns topics the request did not list. Cached, this
+// costs a lookup. A decision that differs from the request side's is
+// recorded for audit, and an allowed topic's obligations are attached. It
+// returns the topic's name and 0 when it may be delivered, else the code
+// it carries instead (UNKNOWN_TOPIC_ID when its id cannot be resolved).
+func (f *Filter) recheckFetchTopic(ctx context.Context, x *filter.Exchange, topic string, id [16]byte) (string, int16) {
 	name, ok := topicName(x, topic, id)
 	if !ok {
-		return codeTopicID
+		return name, codeTopicID
 	}
 	d := f.query(ctx, x, ActionRead, ResourceTopic, name)
 	if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
 		recordDecision(f, x, ActionRead, name, d)
 	}
 	if !d.Allow {
-		return codeTopic
+		return name, codeTopic
 	}
-	if !d.Obligations.Empty() {
-		attach(x, name, d)
-		return kerr.UnknownServerError.Code
-	}
-	return 0
+	attach(x, name, d)
+	return name, 0
 }
 
 // FetchDone implements filter.FetchStreamer; FetchTopic did the work.

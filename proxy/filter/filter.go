@@ -218,6 +218,17 @@ func (x *Exchange) MarkRequestChanged() { x.reqChanged = true }
 // RequestChanged reports whether a filter marked x.Request changed.
 func (x *Exchange) RequestChanged() bool { return x.reqChanged }
 
+// HasObligations reports whether any topic of x carries obligations that
+// require something of later filters (Obligations.Empty is false).
+func (x *Exchange) HasObligations() bool {
+	for _, o := range x.Obligations {
+		if !o.Empty() {
+			return true
+		}
+	}
+	return false
+}
+
 // MarkResponseChanged records that a filter changed x.Response in place
 // (see ChangeReporter).
 func (x *Exchange) MarkResponseChanged() { x.respChanged = true }
