@@ -74,7 +74,6 @@ type pending struct {
 	local      []byte // a complete frame to send as is (ApiVersions, SASL)
 	closeAfter bool   // close the connection once local is written
 	filtered   bool   // the response filters have run
-	abandoned  bool   // the answer will never be written (abandon)
 	buf        *[]byte
 	tRead      time.Time
 	tSent      time.Time
@@ -662,11 +661,10 @@ func (c *clientConn) abandon(p *pending) {
 	if len(p.chain) > 0 && !p.filtered && p.local == nil {
 		x := &p.x
 		x.Response = x.Local // nil for a forwarded request: not read
-		p.abandoned = true
 		// The connection's context is cancelled by now; the filters
 		// get one that is not, bounded.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-		c.runResponseFiltersCtx(ctx, p)
+		c.runResponseFiltersCtx(ctx, p, true)
 		cancel()
 	}
 	c.release(p)
@@ -931,10 +929,12 @@ func (c *clientConn) respond(p *pending) error {
 // with UNKNOWN_SERVER_ERROR, so that nothing a failing filter should have
 // removed reaches the client.
 func (c *clientConn) runResponseFilters(p *pending) (denied bool) {
-	return c.runResponseFiltersCtx(c.ctx, p)
+	return c.runResponseFiltersCtx(c.ctx, p, false)
 }
 
-func (c *clientConn) runResponseFiltersCtx(ctx context.Context, p *pending) (denied bool) {
+// runResponseFiltersCtx is runResponseFilters with ctx; for an abandoned
+// exchange (no response, nobody to answer) filter errors are only debug.
+func (c *clientConn) runResponseFiltersCtx(ctx context.Context, p *pending, abandoned bool) (denied bool) {
 	x := &p.x
 	p.filtered = true
 	for i := len(p.chain) - 1; i >= 0; i-- {
@@ -946,7 +946,7 @@ func (c *clientConn) runResponseFiltersCtx(ctx context.Context, p *pending) (den
 		code := kerr.UnknownServerError.Code
 		if d, ok := filter.AsDenial(err); ok {
 			code = d.Code
-		} else if p.abandoned {
+		} else if abandoned {
 			c.log.Debug("response filter of an abandoned exchange failed", zap.String("filter", f.Name()),
 				zap.String("api", apiName(x.Key)), zap.Error(err))
 		} else {
