@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -66,7 +67,9 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 	var counts map[string]filter.Stats
 	switch x.Key {
 	case 0:
-		if req, ok := x.Request.(*kmsg.ProduceRequest); ok {
+		if x.Relayed != nil { // streamed: the proxy counted (record deletes from counts)
+			counts = maps.Clone(x.Relayed)
+		} else if req, ok := x.Request.(*kmsg.ProduceRequest); ok {
 			counts = produceCounts(req, x.Topics)
 		}
 	case 1:
@@ -77,6 +80,17 @@ func (f *auditFilter) OnResponse(ctx context.Context, x *filter.Exchange) error 
 	f.record(ctx, x, counts)
 	return nil
 }
+
+// StreamProduce implements filter.ProduceStreamer: a streamed Produce
+// request is recorded with the records and bytes the proxy counted as it
+// relayed them (x.Relayed). While auditing fails closed, OnRequest refuses
+// the request instead.
+func (f *auditFilter) StreamProduce(context.Context, *filter.Exchange) bool {
+	return f.a.health.Load() == nil
+}
+
+// ProduceRelayed implements filter.ProduceStreamer; OnResponse records.
+func (f *auditFilter) ProduceRelayed(context.Context, *filter.Exchange) {}
 
 // StreamFetch implements filter.FetchStreamer: the audit filter needs only
 // what a streamed response delivered.

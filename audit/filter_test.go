@@ -227,3 +227,46 @@ func TestFetchDoneRecordsDelivered(t *testing.T) {
 		t.Fatalf("decisions recorded with %v", got)
 	}
 }
+
+// TestStreamedProduceRecordsRelayed: a Produce request the proxy relayed
+// without decoding its records is recorded with the records and bytes the
+// proxy counted (x.Relayed), not with the empty partitions of the request
+// it kept; while auditing fails closed, the filter declines the stream so
+// that OnRequest refuses the request.
+func TestStreamedProduceRecordsRelayed(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.FoldWindow = 0
+	env := start(t, cl, cfg)
+	f := NewFilter(env.a)
+	ps := f.(filter.ProduceStreamer)
+	x := exchange(testConn(1, alice), 0, allowTopic("orders", 0, 1))
+	req := kmsg.NewPtrProduceRequest()
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "orders", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0}, {Partition: 1}}}}
+	x.Request = req
+	if !ps.StreamProduce(context.Background(), x) {
+		t.Fatal("a healthy audit filter declines a stream")
+	}
+	x.Relayed = map[string]filter.Stats{"orders": {Records: 9, Bytes: 900}}
+	ps.ProduceRelayed(context.Background(), x)
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	why := "spool full"
+	env.a.health.Store(&why)
+	if ps.StreamProduce(context.Background(), x) {
+		t.Fatal("a failing-closed audit filter takes a stream it would refuse")
+	}
+	env.a.health.Store(nil)
+	env.close(t)
+	_, evs := events(t, cl)
+	var got [][2]int64
+	for _, e := range evs {
+		if e.Data.Kind == KindDecision && e.Data.Resource == "orders" {
+			got = append(got, [2]int64{e.Data.Records, e.Data.Bytes})
+		}
+	}
+	if len(got) != 1 || got[0] != [2]int64{9, 900} {
+		t.Fatalf("decisions recorded with %v", got)
+	}
+}

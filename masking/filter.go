@@ -136,6 +136,27 @@ func (f *Filter) OnRequest(ctx context.Context, x *filter.Exchange) error {
 	return nil
 }
 
+// StreamProduce implements filter.ProduceStreamer: a Produce request to a
+// topic without a schema contract and without masking obligations passes
+// the mask filter untouched, so it may be streamed.
+func (f *Filter) StreamProduce(_ context.Context, x *filter.Exchange) bool {
+	req, ok := x.Request.(*kmsg.ProduceRequest)
+	if !ok || len(req.Topics) != 1 {
+		return false
+	}
+	t := &req.Topics[0]
+	name := t.Topic
+	if name == "" {
+		if name, ok = resolveTopic(x, t.TopicID); !ok {
+			return false
+		}
+	}
+	return !f.cfg.Topic(name).Contract && x.Obligations[name].Empty()
+}
+
+// ProduceRelayed implements filter.ProduceStreamer; there is nothing to do.
+func (f *Filter) ProduceRelayed(context.Context, *filter.Exchange) {}
+
 func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 	switch resp := x.Response.(type) {
 	case *kmsg.FetchResponse:

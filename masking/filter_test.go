@@ -459,3 +459,35 @@ func TestFetchStreaming(t *testing.T) {
 		t.Fatalf("unresolvable topic id relayed while obligations exist (code %d)", c)
 	}
 }
+
+// TestProduceStreaming: the mask filter lets a Produce request be streamed
+// only to a topic without a schema contract and without obligations, and
+// declines one named by an id it cannot resolve.
+func TestProduceStreaming(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Topics = map[string]TopicConfig{"contracted": {Contract: true}}
+	f, err := newFilter(cfg, staticSource{}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	x := func(topic string, id [16]byte) *filter.Exchange {
+		req := kmsg.NewPtrProduceRequest()
+		req.Topics = []kmsg.ProduceRequestTopic{{Topic: topic, TopicID: id}}
+		return &filter.Exchange{Key: 0, Request: req, Topics: resolver{[16]byte{1}: "payments"}}
+	}
+	if !f.StreamProduce(ctx, x("payments", [16]byte{})) || !f.StreamProduce(ctx, x("", [16]byte{1})) {
+		t.Fatal("a plain topic is not streamed")
+	}
+	if f.StreamProduce(ctx, x("contracted", [16]byte{})) {
+		t.Fatal("a topic with a schema contract streamed: its records would go unchecked")
+	}
+	if f.StreamProduce(ctx, x("", [16]byte{9})) {
+		t.Fatal("an unresolvable topic id streamed")
+	}
+	xo := x("payments", [16]byte{})
+	xo.Obligations = map[string]*filter.Obligations{"payments": {Mask: demoRules}}
+	if f.StreamProduce(ctx, xo) {
+		t.Fatal("a topic with masking obligations streamed")
+	}
+}

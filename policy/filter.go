@@ -165,6 +165,12 @@ func (f *Filter) refuse(x *filter.Exchange, code int16, reason string) error {
 // the exchange for audit.
 func (f *Filter) decide(ctx context.Context, x *filter.Exchange, a Action, rt ResourceType, name string, parts []int32) Decision {
 	d := f.query(ctx, x, a, rt, name)
+	f.record(x, a, rt, name, parts, d)
+	return d
+}
+
+// record appends d, taken on (rt, name), to x's decisions for audit.
+func (f *Filter) record(x *filter.Exchange, a Action, rt ResourceType, name string, parts []int32, d Decision) {
 	fd := filter.Decision{
 		Action: a.String(), ResourceType: rt.String(), Resource: name, Partitions: parts,
 		Allow: d.Allow, Reason: d.Reason, PolicyRev: d.Revision, Obligations: d.Obligations,
@@ -176,7 +182,6 @@ func (f *Filter) decide(ctx context.Context, x *filter.Exchange, a Action, rt Re
 	if !d.Allow {
 		f.denied.WithLabelValues(rt.String()).Inc()
 	}
-	return d
 }
 
 // query asks the engine without recording (listing filters).

@@ -996,3 +996,63 @@ func TestStreamFetch(t *testing.T) {
 		t.Fatalf("unresolvable topic id code %d", c)
 	}
 }
+
+// TestStreamProduce: a one-topic Produce request may be streamed only when
+// its transactional id and topic are allowed; it then carries the
+// decisions OnRequest records for the whole request, partitions included
+// once relayed. A request it declines records nothing, so the decoding
+// path that follows decides it alone.
+func TestStreamProduce(t *testing.T) {
+	f := newExampleFilter(t)
+	ctx := context.Background()
+	skeleton := func(version int16, topic string, txn string) *filter.Exchange {
+		req := produceReqFor(version, topic)
+		req.Topics[0].Partitions = nil
+		if txn != "" {
+			req.TransactionID = &txn
+		}
+		return exchange(acme, req)
+	}
+	for _, txn := range []string{"", "acme.tx1"} {
+		full := produceReqFor(9, "inbound.acme.returns")
+		full.Topics[0].Partitions = []kmsg.ProduceRequestTopicPartition{{Partition: 0}, {Partition: 3}}
+		if txn != "" {
+			full.TransactionID = &txn
+		}
+		xf := exchange(acme, full)
+		if err := f.OnRequest(ctx, xf); err != nil || xf.Local != nil || xf.RequestChanged() {
+			t.Fatalf("txn %q: decoding path: err %v local %v", txn, err, xf.Local)
+		}
+		xs := skeleton(9, "inbound.acme.returns", txn)
+		if !f.StreamProduce(ctx, xs) {
+			t.Fatalf("txn %q: allowed produce not streamed", txn)
+		}
+		xs.Request.(*kmsg.ProduceRequest).Topics[0].Partitions = full.Topics[0].Partitions
+		f.ProduceRelayed(ctx, xs)
+		if !reflect.DeepEqual(xs.Decisions, xf.Decisions) {
+			t.Fatalf("txn %q: streamed decisions %+v, decoding path %+v", txn, xs.Decisions, xf.Decisions)
+		}
+	}
+	denied := counterValue(f.denied.WithLabelValues("topic")) + counterValue(f.denied.WithLabelValues("transactional_id"))
+	for _, x := range []*filter.Exchange{
+		skeleton(9, "orders.eu", ""),                      // not the partner's inbound topic
+		skeleton(9, "inbound.acme.returns", "globex.tx1"), // someone else's transactional id
+		skeleton(13, "", ""),                              // a topic id the gateway cannot resolve
+	} {
+		if x.Version == 13 {
+			x.Request.(*kmsg.ProduceRequest).Topics[0].TopicID = [16]byte{0xee}
+		}
+		if f.StreamProduce(ctx, x) {
+			t.Fatalf("%+v streamed", x.Request.(*kmsg.ProduceRequest).Topics[0])
+		}
+		if len(x.Decisions) != 0 {
+			t.Fatalf("a declined stream recorded %+v", x.Decisions)
+		}
+	}
+	if got := counterValue(f.denied.WithLabelValues("topic")) + counterValue(f.denied.WithLabelValues("transactional_id")); got != denied {
+		t.Fatalf("declined streams counted %v denials", got-denied)
+	}
+	if f.StreamProduce(ctx, exchange(acme, produceReqFor(9, "inbound.acme.returns", "inbound.acme.other"))) {
+		t.Fatal("a two-topic request streamed")
+	}
+}

@@ -52,7 +52,7 @@ func offsetFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 				return true, false
 			}
 			if named {
-				recordDecision(f, x, ActionDescribe, n, d)
+				f.record(x, ActionDescribe, ResourceTopic, n, nil, d)
 			}
 		}
 		return named, named
@@ -262,7 +262,7 @@ func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 			// long poll.
 			d := f.query(ctx, x, ActionRead, ResourceTopic, name)
 			if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
-				recordDecision(f, x, ActionRead, name, d)
+				f.record(x, ActionRead, ResourceTopic, name, nil, d)
 			}
 			if d.Allow && d.Obligations.Empty() {
 				continue

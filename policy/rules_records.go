@@ -25,6 +25,48 @@ func produceReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	return f.strip(x, "Topics", "Topics", codes)
 }
 
+// StreamProduce implements filter.ProduceStreamer: a one-topic Produce
+// request is streamed when its transactional id, if any, and its topic are
+// allowed, with the decisions produceReq would record. A denial is left to
+// produceReq on the whole request, which answers every partition.
+func (f *Filter) StreamProduce(ctx context.Context, x *filter.Exchange) bool {
+	req, ok := x.Request.(*kmsg.ProduceRequest)
+	if !ok || len(req.Topics) != 1 {
+		return false
+	}
+	t := &req.Topics[0]
+	name, ok := topicName(x, t.Topic, t.TopicID)
+	if !ok {
+		return false
+	}
+	var txn Decision
+	if req.TransactionID != nil {
+		if txn = f.query(ctx, x, ActionWrite, ResourceTransactionalID, *req.TransactionID); !txn.Allow {
+			return false
+		}
+	}
+	d := f.query(ctx, x, ActionWrite, ResourceTopic, name)
+	if !d.Allow {
+		return false
+	}
+	if req.TransactionID != nil {
+		f.record(x, ActionWrite, ResourceTransactionalID, *req.TransactionID, nil, txn)
+	}
+	f.record(x, ActionWrite, ResourceTopic, name, nil, d)
+	return true
+}
+
+// ProduceRelayed implements filter.ProduceStreamer: the topic's decision
+// gets the partitions the request carried, as produceReq records them.
+func (f *Filter) ProduceRelayed(_ context.Context, x *filter.Exchange) {
+	req := x.Request.(*kmsg.ProduceRequest)
+	for i := range x.Decisions {
+		if d := &x.Decisions[i]; d.ResourceType == ResourceTopic.String() && d.Action == ActionWrite.String() {
+			d.Partitions = produceParts(req.Topics[0].Partitions)
+		}
+	}
+}
+
 func produceParts(ps []kmsg.ProduceRequestTopicPartition) []int32 {
 	out := make([]int32, len(ps))
 	for i, p := range ps {
@@ -147,7 +189,7 @@ func (f *Filter) recheckFetchTopic(ctx context.Context, x *filter.Exchange, topi
 	}
 	d := f.query(ctx, x, ActionRead, ResourceTopic, name)
 	if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
-		recordDecision(f, x, ActionRead, name, d)
+		f.record(x, ActionRead, ResourceTopic, name, nil, d)
 	}
 	if !d.Allow {
 		return name, codeTopic
@@ -167,18 +209,6 @@ func requestDecision(x *filter.Exchange, topic string) (filter.Decision, bool) {
 		}
 	}
 	return filter.Decision{}, false
-}
-
-func recordDecision(f *Filter, x *filter.Exchange, a Action, topic string, d Decision) {
-	fd := filter.Decision{Action: a.String(), ResourceType: "topic", Resource: topic, Allow: d.Allow,
-		Reason: d.Reason, PolicyRev: d.Revision, Obligations: d.Obligations}
-	if d.Obligations != nil {
-		fd.GrantID, fd.Purpose = d.Obligations.GrantID, d.Obligations.Purpose
-	}
-	x.Decisions = append(x.Decisions, fd)
-	if !d.Allow {
-		f.denied.WithLabelValues("topic").Inc()
-	}
 }
 
 type metadataState struct {

@@ -357,20 +357,26 @@ func (c *clientConn) readLoop() (drained bool) {
 
 // cutThrough reports whether a large request may be relayed before it is
 // read whole: nothing needs it decoded, and for Produce the acks can be
-// seen in what was read.
+// seen in what was read; or, for a Produce request under filters, it names
+// one topic and every filter can take it streamed (producestream.go).
 func (c *clientConn) cutThrough(h requestHeader, body []byte) bool {
 	switch h.Key {
 	case keyApiVersions, keySaslHandshake, keySaslAuthenticate:
 		return false
 	}
-	if a := apiFor(h.Key); a == nil || len(c.s.chains[h.Key]) > 0 {
+	if apiFor(h.Key) == nil {
 		return false
 	}
+	chain := c.s.chains[h.Key]
 	if h.Key == 0 {
+		if len(chain) > 0 { // producestream.go
+			_, ok := parseProduceHead(body, h.Version, h.Flexible)
+			return ok && streamsProduce(chain)
+		}
 		_, ok := produceAcks(body, h.Version, h.Flexible)
 		return ok
 	}
-	return true
+	return len(chain) == 0
 }
 
 // dispatch handles one parsed request; false closes the connection. rest
@@ -424,7 +430,8 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest i
 }
 
 // forward runs the request filters and forwards the request upstream. A
-// cut-through frame (rest > 0) only takes the raw path.
+// cut-through frame (rest > 0) takes the raw path, or with filters
+// streamProduce.
 func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest int, tRead time.Time) bool {
 	p := &pending{buf: buf, tRead: tRead, chain: c.s.chains[h.Key]}
 	x := &p.x
@@ -452,6 +459,9 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	// visible to the write loop.
 	out, wbuf := *buf, buf
 	p.buf = nil
+	if rest > 0 && len(p.chain) > 0 {
+		return c.streamProduce(p, h, buf, frame, rest, acks0)
+	}
 	if len(p.chain) > 0 {
 		req := kmsg.RequestForKey(h.Key)
 		req.SetVersion(h.Version)
@@ -522,6 +532,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	_, err := c.up.Write(out)
 	putBuf(wbuf)
 	if err == nil && rest > 0 {
+		c.s.m.stream(h.Key)
 		err = c.copyRest(rest)
 	}
 	if err != nil {
@@ -839,6 +850,7 @@ func (c *clientConn) respond(p *pending) error {
 	c.s.m.upstream(x.Key, tFirst.Sub(p.tSent).Seconds())
 
 	if p.stream {
+		c.s.m.stream(x.Key)
 		var hooks *fetchHooks
 		if len(p.chain) > 0 {
 			hooks = c.fetchHooks(p)

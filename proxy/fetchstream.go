@@ -62,6 +62,16 @@ type fetchRelay struct {
 
 	// hooks, nil to relay every topic as it came and count nothing.
 	hooks *fetchHooks
+	// bad is the error a frame that does not parse wraps; nil is
+	// errFetchStream (producestream.go relays requests).
+	bad error
+}
+
+func (r *fetchRelay) malformed() error {
+	if r.bad != nil {
+		return r.bad
+	}
+	return errFetchStream
 }
 
 // fetchHooks let filters withhold topics of a streamed response and learn
@@ -81,7 +91,7 @@ func (r *fetchRelay) remaining() int64 { return r.lim.N + int64(r.br.Buffered())
 // take reads n structure bytes, queues them for the client and returns them.
 func (r *fetchRelay) take(n int) ([]byte, error) {
 	if int64(n) > r.remaining() {
-		return nil, fmt.Errorf("%w: field of %d bytes past the end", errFetchStream, n)
+		return nil, fmt.Errorf("%w: field of %d bytes past the end", r.malformed(), n)
 	}
 	start := len(r.wb)
 	r.wb = append(r.wb, make([]byte, n)...)
@@ -105,6 +115,9 @@ func (r *fetchRelay) uvarint() (uint64, error) {
 	for i := 0; i < binary.MaxVarintLen32; i++ {
 		c, err := r.br.ReadByte()
 		if err != nil {
+			if r.remaining() == 0 { // the frame ended, the connection did not
+				return 0, fmt.Errorf("%w: varint past the end", r.malformed())
+			}
 			return 0, err
 		}
 		r.wb = append(r.wb, c)
@@ -113,7 +126,7 @@ func (r *fetchRelay) uvarint() (uint64, error) {
 			return v, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: varint too long", errFetchStream)
+	return 0, fmt.Errorf("%w: varint too long", r.malformed())
 }
 
 // arrayLen reads an array length: compact (length+1) on flexible versions.
@@ -168,7 +181,7 @@ func (r *fetchRelay) flush() error {
 // straight from the upstream connection.
 func (r *fetchRelay) relay(n int64) error {
 	if n > r.remaining() {
-		return fmt.Errorf("%w: %d bytes past the end", errFetchStream, n)
+		return fmt.Errorf("%w: %d bytes past the end", r.malformed(), n)
 	}
 	if n < 4<<10 {
 		_, err := r.take(int(n))
@@ -365,7 +378,7 @@ func (r *fetchRelay) partition(version int16, key string) error {
 			return err
 		}
 		if aborted*16 > r.remaining() {
-			return fmt.Errorf("%w: %d aborted transactions past the end", errFetchStream, aborted)
+			return fmt.Errorf("%w: %d aborted transactions past the end", r.malformed(), aborted)
 		}
 		for ; aborted > 0; aborted-- {
 			if _, err := r.take(16); err != nil { // producer id, first offset
@@ -471,7 +484,7 @@ func (r *fetchRelay) withhold(code int16) error {
 		aborted--
 	}
 	if int64(aborted)*17 > r.remaining() {
-		return fmt.Errorf("%w: %d aborted transactions past the end", errFetchStream, aborted)
+		return fmt.Errorf("%w: %d aborted transactions past the end", r.malformed(), aborted)
 	}
 	for ; aborted > 0; aborted-- {
 		if err := r.discard(16); err != nil {
@@ -508,7 +521,7 @@ func (r *fetchRelay) withhold(code int16) error {
 	const base = 4 + 2 + 3*8 + 1 + 4 + 1
 	tags, ok := padTags(nil, 0, orig-base)
 	if !ok {
-		return fmt.Errorf("%w: a %d-byte partition cannot be withheld at its size", errFetchStream, orig)
+		return fmt.Errorf("%w: a %d-byte partition cannot be withheld at its size", r.malformed(), orig)
 	}
 	r.wb = append(out, tags...)
 	return nil
@@ -517,7 +530,7 @@ func (r *fetchRelay) withhold(code int16) error {
 // discard reads and drops n bytes.
 func (r *fetchRelay) discard(n int64) error {
 	if n > r.remaining() {
-		return fmt.Errorf("%w: %d bytes past the end", errFetchStream, n)
+		return fmt.Errorf("%w: %d bytes past the end", r.malformed(), n)
 	}
 	for n > 0 {
 		k, err := r.br.Discard(int(min(n, 1<<30)))
@@ -533,7 +546,7 @@ func (r *fetchRelay) discard(n int64) error {
 func (r *fetchRelay) readUvarint() (uint64, error) {
 	v, err := binary.ReadUvarint(r.br)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", errFetchStream, err)
+		return 0, fmt.Errorf("%w: %v", r.malformed(), err)
 	}
 	return v, nil
 }

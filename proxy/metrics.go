@@ -28,12 +28,14 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	ready          prometheus.Gauge
 	brokers        prometheus.Gauge
+	streamed       *prometheus.CounterVec
 
 	// Per-key children, resolved once so the hot path does no label
 	// lookups.
 	reqByKey  [][numOutcomes]prometheus.Counter
 	gwByKey   []prometheus.Observer
 	upByKey   []prometheus.Observer
+	strByKey  []prometheus.Counter
 	unknownGw prometheus.Observer
 }
 
@@ -83,13 +85,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_upstream_brokers",
 			Help: "Upstream brokers known from metadata.",
 		}),
+		streamed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_streamed_total",
+			Help: "Requests and responses relayed as they arrived instead of read whole first (large requests cut through, Fetch responses streamed), by API.",
+		}, []string{"api"}),
 	}
 	reg.MustRegister(m.connsOpen, m.connsTotal, m.requests, m.bytesIn, m.bytesOut,
-		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers)
+		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed)
 
 	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)
 	m.gwByKey = make([]prometheus.Observer, maxKey)
 	m.upByKey = make([]prometheus.Observer, maxKey)
+	m.strByKey = make([]prometheus.Counter, maxKey)
 	for k := int16(0); k < maxKey; k++ {
 		if !apis[k].known {
 			continue
@@ -100,6 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 		m.gwByKey[k] = m.gatewayLatency.WithLabelValues(name)
 		m.upByKey[k] = m.upstreamLat.WithLabelValues(name)
+		m.strByKey[k] = m.streamed.WithLabelValues(name)
 	}
 	m.unknownGw = m.gatewayLatency.WithLabelValues("Unknown")
 	return m
@@ -124,5 +132,12 @@ func (m *metrics) gateway(key int16, seconds float64) {
 func (m *metrics) upstream(key int16, seconds float64) {
 	if key >= 0 && key < maxKey && apis[key].known {
 		m.upByKey[key].Observe(seconds)
+	}
+}
+
+// stream counts a request or response of key relayed as it arrived.
+func (m *metrics) stream(key int16) {
+	if key >= 0 && key < maxKey && apis[key].known {
+		m.strByKey[key].Inc()
 	}
 }

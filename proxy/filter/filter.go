@@ -89,6 +89,31 @@ type FetchStreamer interface {
 	FetchDone(ctx context.Context, x *Exchange, delivered map[string]Stats)
 }
 
+// ProduceStreamer is implemented by a filter that can let a large Produce
+// request's records pass as the proxy relays them, instead of the request
+// being read whole and decoded first. The proxy streams a Produce request
+// only when it names one topic, every filter of the chain implements
+// ProduceStreamer, and each StreamProduce, called in chain order in place
+// of OnRequest, says yes. x.Request is then a *kmsg.ProduceRequest that
+// holds the transactional id, acks, timeout and the one topic, with no
+// partitions yet.
+//
+// A StreamProduce that returns true has done what OnRequest would have
+// (recorded its decisions on x) and promises that OnRequest would have
+// neither changed nor refused the request: the records go upstream
+// unseen. It returns false whenever OnRequest might change or refuse the
+// request, having changed nothing outside x; the proxy then drops x, reads
+// the request whole and runs OnRequest on it as usual.
+//
+// Once the request is relayed, ProduceRelayed is called in chain order with
+// the topic's partitions filled in x.Request (without their records) and
+// x.Relayed holding the records and bytes they carried. OnResponse runs as
+// for any request.
+type ProduceStreamer interface {
+	StreamProduce(ctx context.Context, x *Exchange) bool
+	ProduceRelayed(ctx context.Context, x *Exchange)
+}
+
 // Funcs adapts plain functions to a Filter; nil functions are no-ops.
 type Funcs struct {
 	FilterName string
@@ -202,6 +227,10 @@ type Exchange struct {
 	Obligations map[string]*Obligations
 	// Stats are filled by filters that count records and bytes.
 	Stats Stats
+	// Relayed counts the records and bytes per topic of a Produce request
+	// the proxy relayed without decoding its records (ProduceStreamer), as
+	// CountBatches counts; nil for every other exchange.
+	Relayed map[string]Stats
 
 	// Values carries other per-exchange state between filters; keys
 	// should be unexported types of the owning package.

@@ -88,6 +88,23 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	}
 	kc.run(ctx, t, "kcat-0\nkcat-1\n", append([]string{"-b", e.gw.Bootstrap, "-t", audInbound, "-P", "-m", "20"}, audKcatAuth(audAcme)...)...)
 
+	// Large produces, past the size from which the gateway relays a
+	// Produce request through policy and audit as it arrives (the records
+	// are never decoded; the audit counts them from the batch headers):
+	// 3 records of 300 KiB in one franz-go request, 2 of 400 KiB from kcat.
+	big := e.client(t, audAcme, kgo.DefaultProduceTopic(audInbound), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytes(2<<20), kgo.ProducerLinger(50*time.Millisecond))
+	var bigRecs []*kgo.Record
+	for i := 0; i < 3; i++ {
+		bigRecs = append(bigRecs, &kgo.Record{Value: []byte(fmt.Sprintf("kgo-big-%d-%s", i, strings.Repeat("x", 300<<10)))})
+	}
+	if err := big.ProduceSync(ctx, bigRecs...).FirstErr(); err != nil {
+		t.Fatalf("acme large produce to %s: %v", audInbound, err)
+	}
+	big.Close()
+	kc.run(ctx, t, "kcat-big-0-"+strings.Repeat("y", 400<<10)+"\nkcat-big-1-"+strings.Repeat("y", 400<<10)+"\n",
+		append([]string{"-b", e.gw.Bootstrap, "-t", audInbound, "-P", "-z", "none", "-X", "linger.ms=200", "-m", "20"}, audKcatAuth(audAcme)...)...)
+
 	// globex with confluent-kafka-python: may not read the ledger.
 	pr := py.Run(ctx, harness.DefaultClientTimeout, append([]string{"consume", "--bootstrap", e.gw.Bootstrap,
 		"--topic", audLedger, "--count", "1", "--timeout", "20"}, audPythonAuth(audGlobex)...)...)
@@ -111,6 +128,12 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	// raw Produce makes the write decision.
 	if code := e.rawProduce(ctx, t, audGlobex, audLedger, "forged"); code != kerr.TopicAuthorizationFailed.Code {
 		t.Errorf("globex raw produce to %s: error %d, want TOPIC_AUTHORIZATION_FAILED", audLedger, code)
+	}
+	// A large one too: the gateway would stream it if it were allowed, so
+	// the denial is decided on its head and the request read whole to
+	// answer it (one denial, counted and recorded once).
+	if code := e.rawProduce(ctx, t, audGlobex, audLedger, "forged-"+strings.Repeat("f", 300<<10)); code != kerr.TopicAuthorizationFailed.Code {
+		t.Errorf("globex large raw produce to %s: error %d, want TOPIC_AUTHORIZATION_FAILED", audLedger, code)
 	}
 	gx.Close()
 
@@ -286,11 +309,15 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	}
 	// Produce: exactly one allow decision for each request the cluster
 	// received for the inbound topic, carrying the records the test sent
-	// (4 with franz-go, 2 with kcat).
+	// (4 + 3 large with franz-go, 2 + 2 large with kcat); the large ones
+	// were streamed.
 	produce := find(audAcme, "Produce", audInbound, audit.Allow)
-	if produce.records != 6 || upstream.produceRecords != 6 || !slices.Equal(keys(produce.grants), []string{""}) {
-		t.Errorf("acme's produces to %s: %d records recorded, %d reached the cluster (want 6 each), grants %q (want none)",
+	if produce.records != 11 || upstream.produceRecords != 11 || !slices.Equal(keys(produce.grants), []string{""}) {
+		t.Errorf("acme's produces to %s: %d records recorded, %d reached the cluster (want 11 each), grants %q (want none)",
 			audInbound, produce.records, upstream.produceRecords, keys(produce.grants))
+	}
+	if n := m[`sluice_proxy_streamed_total{api="Produce"}`]; n < 2 {
+		t.Errorf("%v Produce requests streamed, want the 2 large ones at least", n)
 	}
 	if produce.count != int64(upstream.produces) || upstream.produces == 0 {
 		t.Errorf("acme's allowed produces to %s: decisions summing to %d, the cluster received %d produce requests for it", audInbound, produce.count, upstream.produces)
@@ -300,8 +327,8 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	}
 	gread := find(audGlobex, "Metadata", audLedger, audit.Deny)
 	gwrite := find(audGlobex, "Produce", audLedger, audit.Deny)
-	if ids := keys(gread.clientIDs); !slices.Equal(ids, []string{"rdkafka", "sluice-e2e-kgo", "sluice-e2e-python"}) || gwrite.events != 1 {
-		t.Errorf("globex's denials: Metadata of %s from %q (want kcat's, franz-go's and python's), %d on Produce (want 1)", audLedger, ids, gwrite.events)
+	if ids := keys(gread.clientIDs); !slices.Equal(ids, []string{"rdkafka", "sluice-e2e-kgo", "sluice-e2e-python"}) || gwrite.events != 2 {
+		t.Errorf("globex's denials: Metadata of %s from %q (want kcat's, franz-go's and python's), %d on Produce (want 2: the raw ones)", audLedger, ids, gwrite.events)
 	}
 	for _, a := range []agg{gread, gwrite} {
 		if a.events == 0 {

@@ -1,0 +1,328 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+// Streaming Produce requests through filters.
+//
+// A large Produce request that no filter wants is cut through (conn.go):
+// its records go upstream as they arrive. Under policy and audit a Produce
+// request is decided per topic, which needs only the topic, not the
+// records, so a request that names one topic (what producers send when they
+// write one topic) is streamed too when every filter is a
+// filter.ProduceStreamer: the head of the request (transactional id, acks,
+// the topic) is parsed from the first bytes read, the filters decide on it
+// before anything is forwarded, and the rest is relayed while its structure
+// is parsed on the side to learn the partitions and count records for
+// audit. A request with several topics, or one a filter declines (a denied
+// topic, a schema contract, masking on produce), is read whole and decoded
+// as before, so denials keep Kafka's per-partition answers.
+//
+// The topic the broker writes is the one the filters decided on: the
+// broker parses the same bytes, and the head was parsed up to the one topic
+// it names before a byte was forwarded. Nothing after the head can add a
+// topic: the topic count was read as 1.
+
+// errProduceStream marks a client Produce request that does not parse as
+// it is relayed; part of it has gone upstream, so the connection closes.
+var errProduceStream = errors.New("proxy: malformed produce request")
+
+// produceHead is what precedes the partitions of a one-topic Produce
+// request.
+type produceHead struct {
+	txn     *string
+	acks    int16
+	timeout int32
+	topic   string   // v0-12
+	id      [16]byte // v13+
+}
+
+// parseProduceHead parses the head of a Produce request body from the
+// bytes read so far. ok is false unless the request names exactly one
+// topic and the head lies within body.
+func parseProduceHead(body []byte, version int16, flexible bool) (h produceHead, ok bool) {
+	off := 0
+	str := func(nullable bool) (*string, bool) {
+		var n int
+		if flexible {
+			u, next, err := uvarint(body, off)
+			if err != nil || u > uint64(len(body)) {
+				return nil, false
+			}
+			off, n = next, int(u)-1
+		} else {
+			if len(body)-off < 2 {
+				return nil, false
+			}
+			n = int(int16(binary.BigEndian.Uint16(body[off:])))
+			off += 2
+		}
+		if n < 0 {
+			return nil, nullable && n == -1
+		}
+		if n > len(body)-off {
+			return nil, false
+		}
+		s := string(body[off : off+n])
+		off += n
+		return &s, true
+	}
+	if version >= 3 {
+		var good bool
+		if h.txn, good = str(true); !good {
+			return h, false
+		}
+	}
+	if len(body)-off < 6 {
+		return h, false
+	}
+	h.acks = int16(binary.BigEndian.Uint16(body[off:]))
+	h.timeout = int32(binary.BigEndian.Uint32(body[off+2:]))
+	off += 6
+	var topics int64
+	if flexible {
+		u, next, err := uvarint(body, off)
+		if err != nil {
+			return h, false
+		}
+		off, topics = next, int64(u)-1
+	} else {
+		if len(body)-off < 4 {
+			return h, false
+		}
+		topics = int64(int32(binary.BigEndian.Uint32(body[off:])))
+		off += 4
+	}
+	if topics != 1 {
+		return h, false
+	}
+	if version >= 13 {
+		if len(body)-off < 16 {
+			return h, false
+		}
+		copy(h.id[:], body[off:])
+		return h, true
+	}
+	name, good := str(false)
+	if !good {
+		return h, false
+	}
+	h.topic = *name
+	return h, true
+}
+
+// streamsProduce reports whether every filter of chain is a
+// filter.ProduceStreamer.
+func streamsProduce(chain []filter.Filter) bool {
+	for _, f := range chain {
+		if _, ok := f.(filter.ProduceStreamer); !ok {
+			return false
+		}
+	}
+	return len(chain) > 0
+}
+
+// relayProduceRequest relays a one-topic Produce request to dst as it
+// arrives and returns its partitions and the records and bytes they carry
+// (as filter.CountBatches counts them). hdr is the frame's size prefix and
+// request header, body the part of the body already read, and rest how many
+// bytes of the body src still holds; exactly those are read.
+func relayProduceRequest(dst io.Writer, src io.Reader, hdr, body []byte, rest int64, version int16) ([]int32, filter.Stats, error) {
+	br := fetchReaders.Get().(*bufio.Reader)
+	wb := getBuf(64 << 10)
+	r := &fetchRelay{dst: dst, flex: version >= 9, wb: append(*wb, hdr...), bad: errProduceStream,
+		hooks: &fetchHooks{delivered: make(map[string]filter.Stats, 1)}}
+	r.src = io.MultiReader(bytes.NewReader(body), src)
+	r.lim = io.LimitedReader{R: r.src, N: int64(len(body)) + rest}
+	br.Reset(&r.lim)
+	r.br = br
+	defer func() {
+		br.Reset(nil)
+		fetchReaders.Put(br)
+		*wb = r.wb[:0]
+		putBuf(wb)
+	}()
+	parts, err := r.produceBody(version)
+	if err != nil {
+		return nil, filter.Stats{}, err
+	}
+	// Anything after the request's tagged fields goes on as it came; the
+	// broker parses the same bytes.
+	if err := r.relay(r.remaining()); err != nil {
+		return nil, filter.Stats{}, err
+	}
+	return parts, r.hooks.delivered[""], r.flush()
+}
+
+// produceBody relays a Produce request body up to its trailing bytes.
+func (r *fetchRelay) produceBody(version int16) ([]int32, error) {
+	if version >= 3 { // transactional id
+		n, err := r.bytesLen(true)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.relay(n); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.take(6); err != nil { // acks, timeout
+		return nil, err
+	}
+	topics, err := r.arrayLen()
+	if err != nil {
+		return nil, err
+	}
+	if topics != 1 {
+		return nil, fmt.Errorf("%w: %d topics where the head had one", r.malformed(), topics)
+	}
+	if version >= 13 {
+		_, err = r.take(16)
+	} else {
+		var n int64
+		if n, err = r.bytesLen(true); err == nil {
+			err = r.relay(n)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	n, err := r.arrayLen()
+	if err != nil {
+		return nil, err
+	}
+	if n*5 > r.remaining() { // a partition is at least its index and a length
+		return nil, fmt.Errorf("%w: %d partitions past the end", r.malformed(), n)
+	}
+	parts := make([]int32, 0, min(n, 1024))
+	for ; n > 0; n-- {
+		p, err := r.int32()
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, p)
+		size, err := r.bytesLen(false)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.relayCounted(size, ""); err != nil {
+			return nil, err
+		}
+		if r.flex {
+			if err := r.skipTags(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if r.flex {
+		if err := r.skipTags(); err != nil { // the topic's
+			return nil, err
+		}
+		if err := r.skipTags(); err != nil { // the request's
+			return nil, err
+		}
+	}
+	return parts, nil
+}
+
+// streamProduce forwards a large one-topic Produce request through a chain
+// of filter.ProduceStreamers as it arrives (see the top of this file), or,
+// when one declines, reads it whole and forwards it decoded. buf holds the
+// part read (frame), rest bytes are unread.
+func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, frame []byte, rest int, acks0 bool) bool {
+	x := &p.x
+	body := frame[h.BodyOffset:]
+	head, ok := parseProduceHead(body, h.Version, h.Flexible)
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.TransactionID, req.Acks, req.TimeoutMillis = h.Version, head.txn, head.acks, head.timeout
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: head.topic, TopicID: head.id}}
+	x.Request = req
+	x.ClientID = h.ClientID()
+	for _, f := range p.chain {
+		if ok && !f.(filter.ProduceStreamer).StreamProduce(c.ctx, x) {
+			ok = false
+		}
+	}
+	if !ok {
+		buf, frame, err := c.readRest(buf, frame, rest)
+		if err != nil {
+			return false
+		}
+		h, err := parseRequestHeader(frame)
+		if err != nil { // it parsed from the same bytes before
+			putBuf(buf)
+			return false
+		}
+		return c.forward(h, buf, frame, 0, p.tRead)
+	}
+
+	p.tSent = time.Now()
+	c.s.m.stream(h.Key)
+	up := &writeTracker{w: c.up}
+	parts, st, err := relayProduceRequest(up, c.br, (*buf)[:4+h.BodyOffset], body, int64(rest), h.Version)
+	putBuf(buf)
+	c.s.m.bytesIn.Add(float64(rest))
+	if err != nil {
+		switch {
+		case up.err != nil:
+			c.log.Info("upstream write failed", zap.Error(err))
+			c.s.m.upstreamErrors.WithLabelValues("io").Inc()
+		case errors.Is(err, errProduceStream):
+			c.log.Warn("closing connection: malformed produce request", zap.Error(err))
+			c.s.m.request(h.Key, outcomeError)
+		default:
+			c.log.Debug("client read failed", zap.Error(err))
+		}
+		// What the filters decided is recorded; the broker did not get
+		// a whole request.
+		c.abandon(p)
+		return false
+	}
+	t := &req.Topics[0]
+	t.Partitions = make([]kmsg.ProduceRequestTopicPartition, len(parts))
+	for i, id := range parts {
+		t.Partitions[i].Partition = id
+	}
+	name := t.Topic
+	if h.Version >= 13 && x.Topics != nil {
+		name, _ = x.Topics.TopicName(t.TopicID)
+	}
+	x.Relayed = map[string]filter.Stats{name: st}
+	for _, f := range p.chain {
+		f.(filter.ProduceStreamer).ProduceRelayed(c.ctx, x)
+	}
+	if acks0 {
+		c.s.m.request(h.Key, outcomeForwarded)
+		c.s.m.gateway(h.Key, time.Since(p.tRead).Seconds())
+		c.runResponseFilters(p)
+		c.release(p)
+		return true
+	}
+	return c.enqueue(p)
+}
+
+// writeTracker remembers the first error of the writer it wraps, so that a
+// relay's failure can be told apart from the client's.
+type writeTracker struct {
+	w   io.Writer
+	err error
+}
+
+func (t *writeTracker) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-gw/sluice/proxy/filter"
+)
+
+// randProduceRequest builds a one-topic Produce request of version v with
+// every field the relay walks.
+func randProduceRequest(rng *rand.Rand, v int16) *kmsg.ProduceRequest {
+	r := kmsg.NewPtrProduceRequest()
+	r.SetVersion(v)
+	if rng.Intn(2) == 0 {
+		txn := fmt.Sprintf("txn-%d", rng.Intn(1000))
+		r.TransactionID = &txn
+	}
+	r.Acks = int16(rng.Intn(3) - 1)
+	r.TimeoutMillis = rng.Int31()
+	t := kmsg.NewProduceRequestTopic()
+	t.Topic = fmt.Sprintf("topic-%d", rng.Intn(1000))
+	rng.Read(t.TopicID[:])
+	flex := v >= 9
+	for pi := rng.Intn(5); pi > 0; pi-- {
+		p := kmsg.NewProduceRequestTopicPartition()
+		p.Partition = rng.Int31n(64)
+		switch rng.Intn(5) {
+		case 0:
+			p.Records = nil
+		case 1:
+			p.Records = make([]byte, rng.Intn(100))
+			rng.Read(p.Records)
+		case 2: // larger than the relay's small-copy threshold
+			p.Records = make([]byte, 4<<10+rng.Intn(200<<10))
+			rng.Read(p.Records)
+		default:
+			p.Records = realBatches(rng)
+		}
+		if flex && rng.Intn(3) == 0 {
+			p.UnknownTags.Set(uint32(rng.Intn(5)), []byte("partition-tag"))
+		}
+		t.Partitions = append(t.Partitions, p)
+	}
+	if flex && rng.Intn(3) == 0 {
+		t.UnknownTags.Set(2, make([]byte, rng.Intn(6<<10)))
+	}
+	r.Topics = append(r.Topics, t)
+	if flex && rng.Intn(3) == 0 {
+		r.UnknownTags.Set(1, []byte("request-tag"))
+	}
+	return r
+}
+
+// relayProduce relays frame (a whole request frame, size prefix included)
+// as the read loop would after reading its first `read` bytes of body,
+// with trailer after it on the connection.
+func relayProduce(t testing.TB, frame, trailer []byte, read int) (produceHead, []int32, filter.Stats, []byte, []byte, error) {
+	t.Helper()
+	h, err := parseRequestHeader(frame[4:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := frame[4+h.BodyOffset:]
+	read = min(read, len(body))
+	head, ok := parseProduceHead(body[:read], h.Version, h.Flexible)
+	if !ok {
+		return head, nil, filter.Stats{}, nil, nil, errors.New("head does not parse")
+	}
+	src := bytes.NewReader(append(append([]byte{}, body[read:]...), trailer...))
+	var dst bytes.Buffer
+	parts, st, err := relayProduceRequest(&dst, src, frame[:4+h.BodyOffset], body[:read], int64(len(body)-read), h.Version)
+	rest := make([]byte, src.Len())
+	_, _ = src.Read(rest)
+	return head, parts, st, dst.Bytes(), rest, err
+}
+
+// TestRelayProduce relays random one-topic requests of every version,
+// split at random points after the head: the broker gets the client's
+// bytes exactly, nothing past the frame is read, the head is what kmsg
+// decodes, and the partitions and counts are what the decoding path (the
+// audit filter's filter.CountBatches) finds.
+func TestRelayProduce(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	fm := kmsg.NewRequestFormatter(kmsg.FormatterClientID("relay-test"))
+	max := kmsg.NewPtrProduceRequest().MaxVersion()
+	for v := int16(0); v <= max; v++ {
+		for i := 0; i < 60; i++ {
+			req := randProduceRequest(rng, v)
+			frame := fm.AppendRequest(nil, req, int32(i))
+			trailer := []byte("next request")
+			read := 64 + rng.Intn(8<<10)
+			head, parts, st, out, rest, err := relayProduce(t, frame, trailer, read)
+			if err != nil {
+				t.Fatalf("v%d #%d: %v", v, i, err)
+			}
+			if !bytes.Equal(out, frame) {
+				t.Fatalf("v%d #%d: relayed %d bytes differ from the client's %d", v, i, len(out), len(frame))
+			}
+			if !bytes.Equal(rest, trailer) {
+				t.Fatalf("v%d #%d: left %q unread, want %q", v, i, rest, trailer)
+			}
+			var dec kmsg.ProduceRequest
+			dec.SetVersion(v)
+			h, _ := parseRequestHeader(frame[4:])
+			if err := dec.ReadFrom(frame[4+h.BodyOffset:]); err != nil {
+				t.Fatal(err)
+			}
+			dt := dec.Topics[0]
+			wantHead := produceHead{txn: dec.TransactionID, acks: dec.Acks, timeout: dec.TimeoutMillis}
+			if v >= 13 {
+				wantHead.id = dt.TopicID
+			} else {
+				wantHead.topic = dt.Topic
+			}
+			if v < 3 {
+				wantHead.txn = nil
+			}
+			if !reflect.DeepEqual(head, wantHead) {
+				t.Fatalf("v%d #%d: head %+v, want %+v", v, i, head, wantHead)
+			}
+			var wantParts []int32
+			var want filter.Stats
+			for _, p := range dt.Partitions {
+				wantParts = append(wantParts, p.Partition)
+				r, b := filter.CountBatches(p.Records)
+				want.Records += r
+				want.Bytes += b
+			}
+			if len(parts) != len(wantParts) || (len(parts) > 0 && !reflect.DeepEqual(parts, wantParts)) {
+				t.Fatalf("v%d #%d: partitions %v, want %v", v, i, parts, wantParts)
+			}
+			if st != want {
+				t.Fatalf("v%d #%d: counted %+v, want %+v", v, i, st, want)
+			}
+		}
+	}
+}
+
+// TestParseProduceHeadRefuses: only a request naming exactly one topic,
+// whose head lies in the bytes read, may be streamed.
+func TestParseProduceHeadRefuses(t *testing.T) {
+	fm := kmsg.NewRequestFormatter()
+	for _, v := range []int16{3, 8, 9, 12, 13} {
+		body := func(r *kmsg.ProduceRequest) []byte {
+			frame := fm.AppendRequest(nil, r, 1)
+			h, err := parseRequestHeader(frame[4:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return frame[4+h.BodyOffset:]
+		}
+		r := kmsg.NewPtrProduceRequest()
+		r.SetVersion(v)
+		if _, ok := parseProduceHead(body(r), v, v >= 9); ok {
+			t.Fatalf("v%d: a request without topics parsed as streamable", v)
+		}
+		r.Topics = []kmsg.ProduceRequestTopic{{Topic: "a"}, {Topic: "b"}}
+		if _, ok := parseProduceHead(body(r), v, v >= 9); ok {
+			t.Fatalf("v%d: a two-topic request parsed as streamable", v)
+		}
+		txn := "a-transactional-id"
+		r.TransactionID = &txn
+		r.Topics = []kmsg.ProduceRequestTopic{{Topic: "the-only-topic"}}
+		b := body(r)
+		if _, ok := parseProduceHead(b, v, v >= 9); !ok {
+			t.Fatalf("v%d: a one-topic request does not parse", v)
+		}
+		headEnd := len(b) - 4 // the partition count follows the head
+		if v >= 9 {
+			headEnd = len(b) - 3 // compact count, topic and request tags
+		}
+		if _, ok := parseProduceHead(b[:headEnd], v, v >= 9); !ok {
+			t.Fatalf("v%d: the head alone does not parse", v)
+		}
+		for cut := 0; cut < headEnd; cut++ {
+			if h, ok := parseProduceHead(b[:cut], v, v >= 9); ok {
+				t.Fatalf("v%d: head parsed from %d of %d bytes: %+v", v, cut, len(b), h)
+			}
+		}
+	}
+}
+
+// TestRelayProduceMalformed: a request whose partitions do not parse fails
+// with errProduceStream, having read no byte past its frame; one that still
+// parses is relayed whole.
+func TestRelayProduceMalformed(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	fm := kmsg.NewRequestFormatter()
+	bad := 0
+	for i := 0; i < 2000; i++ {
+		v := int16(rng.Intn(int(kmsg.NewPtrProduceRequest().MaxVersion()) + 1))
+		frame := fm.AppendRequest(nil, randProduceRequest(rng, v), 1)
+		h, _ := parseRequestHeader(frame[4:])
+		headEnd := 4 + h.BodyOffset + 40
+		if len(frame) <= headEnd {
+			continue
+		}
+		// Corrupt one byte after the head; keep the size prefix.
+		frame[headEnd+rng.Intn(len(frame)-headEnd)] ^= byte(1 + rng.Intn(255))
+		_, _, _, out, rest, err := relayProduce(t, frame, []byte("next"), 40)
+		switch {
+		case err == nil:
+			if !bytes.Equal(out, frame) {
+				t.Fatalf("#%d: relayed bytes differ from the client's", i)
+			}
+		case errors.Is(err, errProduceStream):
+			bad++
+		case err.Error() == "head does not parse":
+			continue
+		default:
+			t.Fatalf("#%d: %v", i, err)
+		}
+		if !bytes.HasSuffix(rest, []byte("next")) || err == nil && len(rest) != 4 {
+			t.Fatalf("#%d: read past the frame or stopped short (%v): %d bytes left", i, err, len(rest))
+		}
+	}
+	if bad == 0 {
+		t.Fatal("no corruption was detected")
+	}
+}
+
+// FuzzProduceStream relays arbitrary request bodies: no panic, never a
+// byte read past the frame, and a relay that succeeds reads the whole frame
+// and sends the client's bytes unchanged.
+func FuzzProduceStream(f *testing.F) {
+	rng := rand.New(rand.NewSource(3))
+	fm := kmsg.NewRequestFormatter()
+	for _, v := range []int16{3, 8, 9, 12, 13} {
+		req := randProduceRequest(rng, v)
+		for i := range req.Topics[0].Partitions {
+			req.Topics[0].Partitions[i].Records = realBatches(rng)[:min(300, len(req.Topics[0].Partitions[i].Records))]
+		}
+		f.Add(fm.AppendRequest(nil, req, 1)[4:])
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		h, err := parseRequestHeader(raw)
+		if err != nil || h.Key != 0 {
+			return
+		}
+		frame := append([]byte{0, 0, 0, 0}, raw...)
+		frame[0], frame[1], frame[2], frame[3] = byte(len(raw)>>24), byte(len(raw)>>16), byte(len(raw)>>8), byte(len(raw))
+		_, _, _, out, rest, err := relayProduce(t, frame, []byte("next"), len(raw)/2)
+		if err != nil && err.Error() == "head does not parse" {
+			return
+		}
+		// A relay that fails stops reading: the connection closes.
+		if !bytes.HasSuffix(rest, []byte("next")) || err == nil && len(rest) != 4 {
+			t.Fatalf("read %d bytes of a %d-byte frame (%v)", len(frame)-4-(len(rest)-4), len(raw), err)
+		}
+		if err == nil && !bytes.Equal(out, frame) {
+			t.Fatal("relayed bytes differ from the client's")
+		}
+	})
+}
+
+// topicOf names t, which Produce v13+ names by id.
+func topicOf(x *filter.Exchange, t *kmsg.ProduceRequestTopic) string {
+	if t.Topic != "" {
+		return t.Topic
+	}
+	name, _ := x.Topics.TopicName(t.TopicID)
+	return name
+}
+
+// produceStreamer takes Produce requests streamed except to one topic.
+type produceStreamer struct {
+	filter.Funcs
+	decline          string
+	streamed, relays atomic.Int64
+	mu               sync.Mutex
+	relayed          map[string]filter.Stats
+	parts            map[int32]bool
+}
+
+func (s *produceStreamer) StreamProduce(_ context.Context, x *filter.Exchange) bool {
+	req := x.Request.(*kmsg.ProduceRequest)
+	if len(req.Topics) != 1 || len(req.Topics[0].Partitions) != 0 {
+		panic(fmt.Sprintf("StreamProduce got %d topics", len(req.Topics)))
+	}
+	if topicOf(x, &req.Topics[0]) == s.decline {
+		return false
+	}
+	s.streamed.Add(1)
+	return true
+}
+
+func (s *produceStreamer) ProduceRelayed(_ context.Context, x *filter.Exchange) {
+	s.relays.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range x.Relayed {
+		c := s.relayed[k]
+		c.Records += v.Records
+		c.Bytes += v.Bytes
+		s.relayed[k] = c
+	}
+	for _, p := range x.Request.(*kmsg.ProduceRequest).Topics[0].Partitions {
+		s.parts[p.Partition] = true
+	}
+}
+
+// TestStreamedProduceThroughFilters: large one-topic Produce requests
+// through a chain of ProduceStreamers go upstream without OnRequest (the
+// streamer decided on the head), arrive whole, and are counted per topic
+// with their partitions; a topic the streamer declines takes the decoding
+// path, and a denial there still answers TOPIC_AUTHORIZATION_FAILED.
+func TestStreamedProduceThroughFilters(t *testing.T) {
+	s := &produceStreamer{decline: "declined", relayed: map[string]filter.Stats{}, parts: map[int32]bool{}}
+	var decoded atomic.Int64
+	s.Funcs = filter.Funcs{FilterName: "streamer", Keys: []int16{0}, Req: func(_ context.Context, x *filter.Exchange) error {
+		req := x.Request.(*kmsg.ProduceRequest)
+		decoded.Add(1)
+		if topicOf(x, &req.Topics[0]) == "declined" && len(req.Topics[0].Partitions) > 0 &&
+			len(req.Topics[0].Partitions[0].Records) > 0 && bytes.Contains(req.Topics[0].Partitions[0].Records, []byte("deny-me")) {
+			return filter.Deny(kerr.TopicAuthorizationFailed.Code, "test denial")
+		}
+		return nil
+	}}
+	e := newTestEnv(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.MaxBufferedBytes(64 << 20), kgo.ProducerLinger(20 * time.Millisecond), kgo.ProducerBatchCompression(kgo.NoCompression())}
+	prod := e.client(t, opts...)
+	want := map[string]bool{}
+	const n = 12
+	for i := 0; i < n; i++ {
+		for _, topic := range []string{"streamed", "declined"} {
+			v := make([]byte, 400<<10)
+			rand.Read(v)
+			copy(v, fmt.Sprintf("%s-%02d", topic, i))
+			want[string(v)] = true
+			if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: v, Partition: int32(i % 3)}).FirstErr(); err != nil {
+				t.Fatalf("produce to %s: %v", topic, err)
+			}
+		}
+	}
+	v := make([]byte, 400<<10)
+	copy(v, "deny-me")
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: "declined", Value: v}).FirstErr(); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("denied produce: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
+	if got := s.streamed.Load(); got != n || s.relays.Load() != n {
+		t.Fatalf("%d requests streamed and %d relayed, want %d", got, s.relays.Load(), n)
+	}
+	if got := decoded.Load(); got != n+1 {
+		t.Fatalf("OnRequest ran %d times, want %d (the declined topic's requests only)", got, n+1)
+	}
+	s.mu.Lock()
+	st, parts := s.relayed["streamed"], len(s.parts)
+	s.mu.Unlock()
+	if st.Records != n || st.Bytes < n*400<<10 {
+		t.Fatalf("relayed counts %+v, want %d records", st, n)
+	}
+	if parts != 3 {
+		t.Fatalf("partitions seen %v, want 3", parts)
+	}
+	cons := e.client(t, kgo.ConsumeTopics("streamed", "declined"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(32<<20))
+	for len(want) > 0 {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("poll with %d records missing: %v", len(want), err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if bytes.HasPrefix(r.Value, []byte("deny-me")) {
+				t.Fatal("the denied record was written")
+			}
+			if !want[string(r.Value)] {
+				t.Fatalf("record %q... not produced or corrupted", r.Value[:11])
+			}
+			delete(want, string(r.Value))
+		})
+	}
+}
