@@ -324,46 +324,61 @@ type rawRecord struct {
 	hdrStart   int // after the header count
 }
 
-func readVarint(b []byte, pos *int) (int64, error) {
-	u, n := binary.Uvarint(b[*pos:])
-	if n <= 0 {
-		return 0, fmt.Errorf("%w: bad varint", ErrCorruptBatch)
+// zz reads a zigzag varint at b[p:] and returns it and the position after
+// it, or a negative position if there is none (as binary.Uvarint: at most
+// ten bytes, no overflow). It is small enough to be inlined.
+func zz(b []byte, p int) (int64, int) {
+	var u uint64
+	for s := uint(0); s < 64; s += 7 {
+		if uint(p) >= uint(len(b)) {
+			return 0, -1
+		}
+		c := b[p]
+		p++
+		if c < 0x80 {
+			if s == 63 && c > 1 {
+				return 0, -1
+			}
+			u |= uint64(c) << s
+			return int64(u>>1) ^ -int64(u&1), p
+		}
+		u |= uint64(c&0x7f) << s
 	}
-	*pos += n
-	return int64(u>>1) ^ -int64(u&1), nil
+	return 0, -1
 }
+
+var errBadVarint = fmt.Errorf("%w: bad varint", ErrCorruptBatch)
 
 func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 	var r rawRecord
 	r.start = *pos
-	l, err := readVarint(raw, pos)
-	if err != nil {
-		return r, err
+	l, p := zz(raw, *pos)
+	if p < 0 {
+		return r, errBadVarint
 	}
-	if l < 1 || l > int64(len(raw)-*pos) {
+	if l < 1 || l > int64(len(raw)-p) {
 		return r, fmt.Errorf("%w: record length %d", ErrCorruptBatch, l)
 	}
-	r.body = *pos
-	r.end = *pos + int(l)
+	r.body = p
+	r.end = p + int(l)
 	rec := raw[:r.end]
-	p := *pos + 1                                  // attributes
-	if _, err := readVarint(rec, &p); err != nil { // timestamp delta
-		return r, err
-	}
-	if _, err := readVarint(rec, &p); err != nil { // offset delta
-		return r, err
+	_, p = zz(rec, p+1) // attributes, then the timestamp delta
+	_, p = zz(rec, p)   // offset delta
+	if p < 0 {
+		return r, errBadVarint
 	}
 	r.pre = p
-	if r.key, err = recordField(rec, &p); err != nil {
+	var err error
+	if r.key, p, err = recordField(rec, p); err != nil {
 		return r, err
 	}
 	r.keyEnd = p
-	if r.value, err = recordField(rec, &p); err != nil {
+	if r.value, p, err = recordField(rec, p); err != nil {
 		return r, err
 	}
 	r.valEnd = p
-	if r.nHeaders, err = readVarint(rec, &p); err != nil {
-		return r, err
+	if r.nHeaders, p = zz(rec, p); p < 0 {
+		return r, errBadVarint
 	}
 	if r.nHeaders < 0 || r.nHeaders > int64(len(rec)-p) {
 		return r, fmt.Errorf("%w: %d headers", ErrCorruptBatch, r.nHeaders)
@@ -371,9 +386,9 @@ func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 	r.hdrStart = p
 	for i := int64(0); i < r.nHeaders; i++ {
 		for range 2 {
-			n, err := readVarint(rec, &p)
-			if err != nil {
-				return r, err
+			var n int64
+			if n, p = zz(rec, p); p < 0 {
+				return r, errBadVarint
 			}
 			if n < -1 || n > int64(len(rec)-p) {
 				return r, fmt.Errorf("%w: header length %d", ErrCorruptBatch, n)
@@ -390,21 +405,21 @@ func parseRecord(raw []byte, pos *int) (rawRecord, error) {
 	return r, nil
 }
 
-// recordField reads a varint-length-prefixed key or value; -1 is null.
-func recordField(rec []byte, p *int) ([]byte, error) {
-	n, err := readVarint(rec, p)
-	if err != nil {
-		return nil, err
+// recordField reads a varint-length-prefixed key or value at rec[p:]; -1
+// is null. It returns the position after it.
+func recordField(rec []byte, p int) ([]byte, int, error) {
+	n, p := zz(rec, p)
+	if p < 0 {
+		return nil, p, errBadVarint
 	}
-	if n < -1 || n > int64(len(rec)-*p) {
-		return nil, fmt.Errorf("%w: field length %d", ErrCorruptBatch, n)
+	if n < -1 || n > int64(len(rec)-p) {
+		return nil, p, fmt.Errorf("%w: field length %d", ErrCorruptBatch, n)
 	}
 	if n == -1 {
-		return nil, nil
+		return nil, p, nil
 	}
-	v := rec[*p : *p+int(n) : *p+int(n)]
-	*p += int(n)
-	return v, nil
+	e := p + int(n)
+	return rec[p:e:e], e, nil
 }
 
 func varintLen(v int64) int {

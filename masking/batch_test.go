@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand"
 	"strings"
 	"testing"
 
@@ -461,5 +462,35 @@ func TestRowFilterEmptiedBatch(t *testing.T) {
 				t.Fatalf("%d records, next offset %d, want none and 1030", len(fp.Records), next)
 			}
 		})
+	}
+}
+
+// TestZigzagVarint: zz reads what binary.Uvarint reads, and fails where it
+// fails (truncated, longer than ten bytes, overflowing 64 bits).
+func TestZigzagVarint(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	for i := 0; i < 200000; i++ {
+		b := make([]byte, rng.Intn(12))
+		for j := range b {
+			b[j] = byte(rng.Intn(256))
+			if rng.Intn(3) == 0 {
+				b[j] |= 0x80
+			}
+		}
+		p := 0
+		if len(b) > 0 {
+			p = rng.Intn(len(b) + 1)
+		}
+		u, n := binary.Uvarint(b[p:])
+		v, next := zz(b, p)
+		if n <= 0 {
+			if next >= 0 {
+				t.Fatalf("% x at %d: zz read %d, Uvarint fails", b, p, v)
+			}
+			continue
+		}
+		if want := int64(u>>1) ^ -int64(u&1); v != want || next != p+n {
+			t.Fatalf("% x at %d: zz = %d, %d; want %d, %d", b, p, v, next, want, p+n)
+		}
 	}
 }

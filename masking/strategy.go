@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -212,6 +213,12 @@ func (k *keyedHash) appendToken(dst, data []byte) []byte {
 
 // partialLen returns the byte length of partial's output for s.
 func isASCII(s []byte) bool {
+	for len(s) >= 8 { // eight bytes at a time: no byte with its top bit set
+		if binary.LittleEndian.Uint64(s)&0x8080808080808080 != 0 {
+			return false
+		}
+		s = s[8:]
+	}
 	for _, c := range s {
 		if c >= utf8.RuneSelf {
 			return false
@@ -283,11 +290,11 @@ func appendPartialASCII(dst, s []byte, keepFirst, keepLast int, mask byte) []byt
 	if len(s) <= keepFirst+keepLast {
 		keepFirst, keepLast = 0, 0
 	}
-	dst = append(dst, s[:keepFirst]...)
-	n := len(s) - keepFirst - keepLast
-	dst = slices.Grow(dst, n)
-	for range n {
-		dst = append(dst, mask)
+	start := len(dst)
+	dst = append(dst, s...)
+	masked := dst[start+keepFirst : len(dst)-keepLast]
+	for i := range masked {
+		masked[i] = mask
 	}
-	return append(dst, s[len(s)-keepLast:]...)
+	return dst
 }

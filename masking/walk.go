@@ -61,6 +61,34 @@ func (w *walker) longSlow() (int64, error) {
 	return int64(u>>1) ^ -int64(u&1), nil
 }
 
+// varintEnd returns the position after the varint at b[p:] without
+// decoding it, or -1 when b ends first and -2 when it runs past ten bytes
+// or overflows 64 bits (errShort and errVarint, as longSlow reports them).
+// It is small enough to be inlined.
+func varintEnd(b []byte, p int) int {
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		if uint(p) >= uint(len(b)) {
+			return -1
+		}
+		c := b[p]
+		p++
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return -2
+			}
+			return p
+		}
+	}
+	return -2
+}
+
+func varintErr(end int) error {
+	if end == -1 {
+		return errShort
+	}
+	return errVarint
+}
+
 func (w *walker) int() (int64, error) {
 	start := w.pos
 	v, err := w.long()
@@ -146,11 +174,11 @@ func (w *walker) value(n *node) error {
 					w.pos += int(l)
 					continue
 				case kLong:
-					if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
-						w.pos++
-					} else if _, err := w.longSlow(); err != nil {
-						return err
+					p := varintEnd(w.src, w.pos)
+					if p < 0 {
+						return varintErr(p)
 					}
+					w.pos = p
 					continue
 				case kDouble, kFloat, kFixed:
 					if f.size > len(w.src)-w.pos {
@@ -308,11 +336,11 @@ func (w *walker) skip(n *node) error {
 				w.pos += int(l)
 				continue
 			case kLong:
-				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
-					w.pos++
-				} else if _, err := w.longSlow(); err != nil {
-					return err
+				p := varintEnd(w.src, w.pos)
+				if p < 0 {
+					return varintErr(p)
 				}
+				w.pos = p
 				continue
 			case kDouble, kFloat, kFixed:
 				if f.size > len(w.src)-w.pos {
