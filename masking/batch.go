@@ -456,6 +456,14 @@ func (r *rawRecord) appendEdited(dst, raw []byte, e *RecordEdit) []byte {
 		value = e.Value
 	}
 	reason := e.Error
+	if reason == "" && !e.SetKey {
+		// Only the value changed: everything around it is copied whole.
+		size := (r.end - r.body) - fieldLen(r.value) + fieldLen(value)
+		dst = appendLong(dst, int64(size))
+		dst = append(dst, raw[r.body:r.keyEnd]...)
+		dst = appendField(dst, value)
+		return append(dst, raw[r.valEnd:r.end]...)
+	}
 	if len(reason) > maxErrorHeaderLen {
 		reason = reason[:maxErrorHeaderLen]
 	}
