@@ -42,7 +42,7 @@ type Gateway struct {
 	Config map[string]any
 
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 	done chan struct{}
 	err  error // set before done closes
 }
@@ -239,7 +239,7 @@ func startProcess(t testing.TB, c *Cluster, bootstrap, admin string, env []strin
 	g := &Gateway{
 		Bootstrap: bootstrap,
 		Admin:     admin,
-		logs:      &syncBuffer{},
+		logs:      &SyncBuffer{},
 		done:      make(chan struct{}),
 	}
 	for i := 0; i+1 < len(args); i++ {
@@ -415,18 +415,20 @@ func SortedValues(m map[int32]string) []string {
 	return out
 }
 
-type syncBuffer struct {
+// SyncBuffer is a buffer safe to write from one goroutine (a child
+// process's output) while another reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
