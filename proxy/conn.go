@@ -275,17 +275,31 @@ func (c *clientConn) copyRest(rest int) error {
 	return err
 }
 
-// copyN copies n bytes from src to dst through a pooled 256 KiB buffer.
-// Measured against splice (make bench, one run, alternating rounds) on
-// loopback, the plain copy moved fetches faster (0.97-0.99x direct against
-// 0.84-0.90x): fewer, larger system calls per megabyte outweigh the copy
-// through user space.
+// copyN copies n bytes from src to dst: with splice(2) when both are
+// plain TCP connections (the bytes go socket to socket without a copy
+// through user space), else through a pooled 256 KiB buffer (TLS). Measured
+// with incompressible records (make bench, one run, alternating rounds):
+// splice cut the gateway's CPU per MB from 0.51 to 0.35 ms and moved
+// consume 1.11x and produce 1.06x against the buffered copy. (Against
+// compressed records, a twentieth of the bytes on the wire, it had measured
+// slower: more, smaller system calls per megabyte.)
 func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
+	if u, ok := dst.(*upConn); ok {
+		dst = u.Conn
+	}
+	if d, ok := dst.(*net.TCPConn); ok {
+		if s, ok := src.(*net.TCPConn); ok {
+			w, err := d.ReadFrom(io.LimitReader(s, n))
+			if err == nil && w < n {
+				err = io.ErrUnexpectedEOF
+			}
+			return w, err
+		}
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	// The wrappers hide ReadFrom and WriteTo, so that io.CopyBuffer uses
-	// the large buffer (TCPConn.ReadFrom would splice, or copy through
-	// 32 KiB).
+	// the large buffer (TLS connections would copy through 32 KiB).
 	w, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{io.LimitReader(src, n)}, *bp)
 	if err == nil && w < n {
 		err = io.ErrUnexpectedEOF

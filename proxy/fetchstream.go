@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -65,6 +66,11 @@ type fetchRelay struct {
 	// bad is the error a frame that does not parse wraps; nil is
 	// errFetchStream (producestream.go relays requests).
 	bad error
+	// conn, if set, is the connection src ends in after its first pre
+	// bytes; once those are read, bulk copies read conn directly (so that
+	// they can be spliced). limN is lim.N at the start.
+	conn      net.Conn
+	pre, limN int64
 }
 
 func (r *fetchRelay) malformed() error {
@@ -202,7 +208,11 @@ func (r *fetchRelay) relay(n int64) error {
 	if n == 0 {
 		return nil
 	}
-	w, err := copyN(r.dst, r.src, n)
+	src := r.src
+	if r.conn != nil && r.limN-r.lim.N >= r.pre {
+		src = r.conn
+	}
+	w, err := copyN(r.dst, src, n)
 	r.lim.N -= w
 	return err
 }
@@ -417,7 +427,9 @@ func (r *fetchRelay) partition(version int16, key string) error {
 // relayCounted relays n bytes of record batches and counts them as the
 // audit filter counts a decoded partition (filter.CountBatches): every
 // whole batch's bytes, the records of magic 2 data batches, one record per
-// legacy message set; a trailing partial batch counts nothing.
+// legacy message set; a trailing partial batch counts nothing. Headers are
+// peeked, not taken, so that each batch goes out whole through relay (its
+// bulk socket to socket), not with its header as a small write of its own.
 func (r *fetchRelay) relayCounted(n int64, key string) error {
 	var st filter.Stats
 	defer func() {
@@ -426,36 +438,36 @@ func (r *fetchRelay) relayCounted(n int64, key string) error {
 		d.Bytes += st.Bytes
 		r.hooks.delivered[key] = d
 	}()
+	if n > r.remaining() {
+		return fmt.Errorf("%w: %d bytes past the end", r.malformed(), n)
+	}
 	for n >= 17 {
-		h, err := r.take(17)
+		h, err := r.br.Peek(17)
 		if err != nil {
 			return err
 		}
 		size := int64(binary.BigEndian.Uint32(h[8:12])) + 12
 		magic := h[16]
 		if size < 17 || size > n {
-			return r.relay(n - 17)
+			return r.relay(n)
 		}
-		rest := size - 17
 		switch {
 		case magic >= 2 && size >= 61:
-			h, err := r.take(44)
+			h, err := r.br.Peek(61)
 			if err != nil {
 				return err
 			}
-			// h holds bytes 17..60 of the batch: attributes at 21, the
-			// record count at 57.
-			if binary.BigEndian.Uint16(h[4:6])&0x20 == 0 {
-				if c := int32(binary.BigEndian.Uint32(h[40:44])); c > 0 {
+			// Attributes at 21, the record count at 57.
+			if binary.BigEndian.Uint16(h[21:23])&0x20 == 0 {
+				if c := int32(binary.BigEndian.Uint32(h[57:61])); c > 0 {
 					st.Records += int64(c)
 				}
 			}
-			rest -= 44
 		case magic < 2:
 			st.Records++
 		}
 		st.Bytes += size
-		if err := r.relay(rest); err != nil {
+		if err := r.relay(size); err != nil {
 			return err
 		}
 		n -= size

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -138,14 +139,28 @@ func streamsProduce(chain []filter.Filter) bool {
 // arrives and returns its partitions and the records and bytes they carry
 // (as filter.CountBatches counts them). hdr is the frame's size prefix and
 // request header, body the part of the body already read, and rest how many
-// bytes of the body src still holds; exactly those are read.
-func relayProduceRequest(dst io.Writer, src io.Reader, hdr, body []byte, rest int64, version int16) ([]int32, filter.Stats, error) {
+// bytes of the body src still holds; exactly those are read. src is
+// buffered ahead of conn, or is conn itself when conn is nil; after the
+// bytes src has buffered, record bytes are copied from conn directly.
+func relayProduceRequest(dst io.Writer, src *bufio.Reader, conn net.Conn, hdr, body []byte, rest int64, version int16) ([]int32, filter.Stats, error) {
 	br := fetchReaders.Get().(*bufio.Reader)
 	wb := getBuf(64 << 10)
 	r := &fetchRelay{dst: dst, flex: version >= 9, wb: append(*wb, hdr...), bad: errProduceStream,
 		hooks: &fetchHooks{delivered: make(map[string]filter.Stats, 1)}}
-	r.src = io.MultiReader(bytes.NewReader(body), src)
+	if conn == nil {
+		r.src = io.MultiReader(bytes.NewReader(body), src)
+	} else {
+		// What the client reader holds is read from its buffer, the rest
+		// from conn; the reader is not read during the relay and drops
+		// those bytes after it.
+		buffered := int(min(int64(src.Buffered()), rest))
+		ahead, _ := src.Peek(buffered)
+		defer src.Discard(buffered) //nolint:errcheck // they are buffered
+		r.src = io.MultiReader(bytes.NewReader(body), bytes.NewReader(ahead), conn)
+		r.conn, r.pre = conn, int64(len(body)+buffered)
+	}
 	r.lim = io.LimitedReader{R: r.src, N: int64(len(body)) + rest}
+	r.limN = r.lim.N
 	br.Reset(&r.lim)
 	r.br = br
 	defer func() {
@@ -269,20 +284,18 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 
 	p.tSent = time.Now()
 	c.s.m.stream(h.Key)
-	up := &writeTracker{w: c.up}
-	parts, st, err := relayProduceRequest(up, c.br, (*buf)[:4+h.BodyOffset], body, int64(rest), h.Version)
+	// c.up itself, not a wrapper, so that the records can be spliced.
+	parts, st, err := relayProduceRequest(c.up, c.br, c.nc, (*buf)[:4+h.BodyOffset], body, int64(rest), h.Version)
 	putBuf(buf)
 	c.s.m.bytesIn.Add(float64(rest))
 	if err != nil {
-		switch {
-		case up.err != nil:
-			c.log.Info("upstream write failed", zap.Error(err))
-			c.s.m.upstreamErrors.WithLabelValues("io").Inc()
-		case errors.Is(err, errProduceStream):
+		if errors.Is(err, errProduceStream) {
 			c.log.Warn("closing connection: malformed produce request", zap.Error(err))
 			c.s.m.request(h.Key, outcomeError)
-		default:
-			c.log.Debug("client read failed", zap.Error(err))
+		} else {
+			// The client's read or the upstream's write (one splice
+			// does both).
+			c.log.Info("produce relay failed", zap.Error(err))
 		}
 		// What the filters decided is recorded; the broker did not get
 		// a whole request.
@@ -310,19 +323,4 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 		return true
 	}
 	return c.enqueue(p)
-}
-
-// writeTracker remembers the first error of the writer it wraps, so that a
-// relay's failure can be told apart from the client's.
-type writeTracker struct {
-	w   io.Writer
-	err error
-}
-
-func (t *writeTracker) Write(p []byte) (int, error) {
-	n, err := t.w.Write(p)
-	if err != nil && t.err == nil {
-		t.err = err
-	}
-	return n, err
 }

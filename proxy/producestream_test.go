@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -79,11 +82,10 @@ func relayProduce(t testing.TB, frame, trailer []byte, read int) (produceHead, [
 	if !ok {
 		return head, nil, filter.Stats{}, nil, nil, errors.New("head does not parse")
 	}
-	src := bytes.NewReader(append(append([]byte{}, body[read:]...), trailer...))
+	src := bufio.NewReader(bytes.NewReader(append(append([]byte{}, body[read:]...), trailer...)))
 	var dst bytes.Buffer
-	parts, st, err := relayProduceRequest(&dst, src, frame[:4+h.BodyOffset], body[:read], int64(len(body)-read), h.Version)
-	rest := make([]byte, src.Len())
-	_, _ = src.Read(rest)
+	parts, st, err := relayProduceRequest(&dst, src, nil, frame[:4+h.BodyOffset], body[:read], int64(len(body)-read), h.Version)
+	rest, _ := io.ReadAll(src)
 	return head, parts, st, dst.Bytes(), rest, err
 }
 
@@ -383,5 +385,58 @@ func TestStreamedProduceThroughFilters(t *testing.T) {
 			}
 			delete(want, string(r.Value))
 		})
+	}
+}
+
+// TestRelayProduceFromConn relays requests read from a TCP connection
+// whose reader has buffered part of the body (and, with small requests,
+// the next request): the part buffered is taken from the reader, the rest
+// straight from the connection, and the reader resumes at the next request.
+func TestRelayProduceFromConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rng := rand.New(rand.NewSource(4))
+	fm := kmsg.NewRequestFormatter()
+	var frames [][]byte
+	for i := 0; i < 40; i++ {
+		frames = append(frames, fm.AppendRequest(nil, randProduceRequest(rng, int16(3+rng.Intn(11))), int32(i)))
+	}
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for _, f := range frames {
+			_, _ = c.Write(f)
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 16<<10)
+	for i, f := range frames {
+		h, _ := parseRequestHeader(f[4:])
+		read := min(len(f)-4-h.BodyOffset, 64+rng.Intn(4<<10))
+		head := make([]byte, 4+h.BodyOffset+read)
+		if _, err := io.ReadFull(br, head); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := parseProduceHead(head[4+h.BodyOffset:], h.Version, h.Flexible); !ok {
+			t.Fatalf("#%d: head does not parse", i)
+		}
+		var dst bytes.Buffer
+		rest := int64(len(f) - len(head))
+		if _, _, err := relayProduceRequest(&dst, br, c, head[:4+h.BodyOffset], head[4+h.BodyOffset:], rest, h.Version); err != nil {
+			t.Fatalf("#%d: %v", i, err)
+		}
+		if !bytes.Equal(dst.Bytes(), f) {
+			t.Fatalf("#%d: relayed %d bytes differ from the client's %d", i, dst.Len(), len(f))
+		}
 	}
 }
