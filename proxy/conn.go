@@ -558,12 +558,19 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 		return false
 	}
 	if acks0 {
-		c.s.m.request(h.Key, outcomeForwarded)
-		c.s.m.gateway(h.Key, time.Since(tRead).Seconds())
-		c.runResponseFilters(p)
-		c.release(p)
+		c.forwardedUnanswered(p)
 	}
 	return true
+}
+
+// forwardedUnanswered completes an exchange forwarded with acks=0, which
+// gets no response: it is counted, its response filters run (for audit)
+// and its buffer is freed.
+func (c *clientConn) forwardedUnanswered(p *pending) {
+	c.s.m.request(p.x.Key, outcomeForwarded)
+	c.s.m.gateway(p.x.Key, time.Since(p.tRead).Seconds())
+	c.runResponseFilters(p)
+	c.release(p)
 }
 
 // forwardAsRead forwards a decoded request that no filter changed as the
@@ -580,10 +587,7 @@ func (c *clientConn) forwardAsRead(p *pending, h requestHeader, out []byte, acks
 		return false
 	}
 	if acks0 {
-		c.s.m.request(h.Key, outcomeForwarded)
-		c.s.m.gateway(h.Key, time.Since(p.tRead).Seconds())
-		c.runResponseFilters(p)
-		c.release(p)
+		c.forwardedUnanswered(p)
 		return true
 	}
 	return c.enqueue(p)
@@ -621,10 +625,7 @@ func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
 	return &fetchHooks{
 		delivered: make(map[string]filter.Stats, 2),
 		topic: func(name string, id [16]byte) (int16, string) {
-			key := name
-			if key == "" && x.Topics != nil {
-				key, _ = x.Topics.TopicName(id)
-			}
+			key := topicKey(x, name, id)
 			var code int16
 			for _, f := range p.chain {
 				if cd := f.(filter.FetchStreamer).FetchTopic(c.ctx, x, name, id); cd != 0 && code == 0 {
@@ -634,6 +635,15 @@ func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
 			return code, key
 		},
 	}
+}
+
+// topicKey names a topic for counts: by name, or by its id resolved
+// (Fetch v13+, Produce v13+); "" when neither is known.
+func topicKey(x *filter.Exchange, name string, id [16]byte) string {
+	if name == "" && x.Topics != nil {
+		name, _ = x.Topics.TopicName(id)
+	}
+	return name
 }
 
 // localOutcome is the outcome of a request a filter answered locally:

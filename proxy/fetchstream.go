@@ -58,7 +58,8 @@ type fetchRelay struct {
 	lim  io.LimitedReader
 	br   *bufio.Reader // reads from lim
 	dst  io.Writer
-	wb   []byte // structure read but not yet written
+	wb   []byte  // structure read but not yet written
+	wbuf *[]byte // the pooled buffer wb grew from
 	flex bool
 
 	// hooks, nil to relay every topic as it came and count nothing.
@@ -71,6 +72,24 @@ type fetchRelay struct {
 	// they can be spliced). limN is lim.N at the start.
 	conn      net.Conn
 	pre, limN int64
+}
+
+// newRelay starts a relay of the n bytes src holds to dst, with hdr
+// queued first, on a pooled read buffer and queue that close returns.
+func newRelay(dst io.Writer, src io.Reader, n int64, hdr []byte, flex bool) *fetchRelay {
+	wb := getBuf(64 << 10)
+	r := &fetchRelay{src: src, dst: dst, flex: flex, wb: append(*wb, hdr...), wbuf: wb, limN: n}
+	r.lim = io.LimitedReader{R: src, N: n}
+	r.br = fetchReaders.Get().(*bufio.Reader)
+	r.br.Reset(&r.lim)
+	return r
+}
+
+func (r *fetchRelay) close() {
+	r.br.Reset(nil)
+	fetchReaders.Put(r.br)
+	*r.wbuf = r.wb[:0]
+	putBuf(r.wbuf)
 }
 
 func (r *fetchRelay) malformed() error {
@@ -249,18 +268,9 @@ func relayFetchResponse(dst io.Writer, src io.Reader, hdr []byte, size int32, ve
 		// Withholding a topic pads its partitions with a tagged field.
 		return fmt.Errorf("proxy: internal: fetch v%d cannot be streamed through filters", version)
 	}
-	br := fetchReaders.Get().(*bufio.Reader)
-	wb := getBuf(64 << 10)
-	r := &fetchRelay{src: src, dst: dst, flex: version >= 12, wb: append(*wb, hdr...), hooks: hooks}
-	r.lim = io.LimitedReader{R: src, N: int64(size) - 4}
-	br.Reset(&r.lim)
-	r.br = br
-	defer func() {
-		br.Reset(nil)
-		fetchReaders.Put(br)
-		*wb = r.wb[:0]
-		putBuf(wb)
-	}()
+	r := newRelay(dst, src, int64(size)-4, hdr, version >= 12)
+	defer r.close()
+	r.hooks = hooks
 	if err := r.body(version); err != nil {
 		return err
 	}

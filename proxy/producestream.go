@@ -143,12 +143,10 @@ func streamsProduce(chain []filter.Filter) bool {
 // buffered ahead of conn, or is conn itself when conn is nil; after the
 // bytes src has buffered, record bytes are copied from conn directly.
 func relayProduceRequest(dst io.Writer, src *bufio.Reader, conn net.Conn, hdr, body []byte, rest int64, version int16) ([]int32, filter.Stats, error) {
-	br := fetchReaders.Get().(*bufio.Reader)
-	wb := getBuf(64 << 10)
-	r := &fetchRelay{dst: dst, flex: version >= 9, wb: append(*wb, hdr...), bad: errProduceStream,
-		hooks: &fetchHooks{delivered: make(map[string]filter.Stats, 1)}}
+	var in io.Reader
+	var pre int64
 	if conn == nil {
-		r.src = io.MultiReader(bytes.NewReader(body), src)
+		in = io.MultiReader(bytes.NewReader(body), src)
 	} else {
 		// What the client reader holds is read from its buffer, the rest
 		// from conn; the reader is not read during the relay and drops
@@ -156,19 +154,13 @@ func relayProduceRequest(dst io.Writer, src *bufio.Reader, conn net.Conn, hdr, b
 		buffered := int(min(int64(src.Buffered()), rest))
 		ahead, _ := src.Peek(buffered)
 		defer src.Discard(buffered) //nolint:errcheck // they are buffered
-		r.src = io.MultiReader(bytes.NewReader(body), bytes.NewReader(ahead), conn)
-		r.conn, r.pre = conn, int64(len(body)+buffered)
+		in = io.MultiReader(bytes.NewReader(body), bytes.NewReader(ahead), conn)
+		pre = int64(len(body) + buffered)
 	}
-	r.lim = io.LimitedReader{R: r.src, N: int64(len(body)) + rest}
-	r.limN = r.lim.N
-	br.Reset(&r.lim)
-	r.br = br
-	defer func() {
-		br.Reset(nil)
-		fetchReaders.Put(br)
-		*wb = r.wb[:0]
-		putBuf(wb)
-	}()
+	r := newRelay(dst, in, int64(len(body))+rest, hdr, version >= 9)
+	defer r.close()
+	r.bad, r.conn, r.pre = errProduceStream, conn, pre
+	r.hooks = &fetchHooks{delivered: make(map[string]filter.Stats, 1)}
 	parts, err := r.produceBody(version)
 	if err != nil {
 		return nil, filter.Stats{}, err
@@ -307,19 +299,12 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 	for i, id := range parts {
 		t.Partitions[i].Partition = id
 	}
-	name := t.Topic
-	if h.Version >= 13 && x.Topics != nil {
-		name, _ = x.Topics.TopicName(t.TopicID)
-	}
-	x.Relayed = map[string]filter.Stats{name: st}
+	x.Relayed = map[string]filter.Stats{topicKey(x, t.Topic, t.TopicID): st}
 	for _, f := range p.chain {
 		f.(filter.ProduceStreamer).ProduceRelayed(c.ctx, x)
 	}
 	if acks0 {
-		c.s.m.request(h.Key, outcomeForwarded)
-		c.s.m.gateway(h.Key, time.Since(p.tRead).Seconds())
-		c.runResponseFilters(p)
-		c.release(p)
+		c.forwardedUnanswered(p)
 		return true
 	}
 	return c.enqueue(p)
