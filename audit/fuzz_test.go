@@ -43,7 +43,9 @@ func fuzzChain(t testing.TB) ([]Record, ed25519.PublicKey) {
 // verifies. (Replacing the last record can look like a truncated tail,
 // the documented limit, unless the chain ends with a final head whose
 // replacement must still fail when it parses as the same chain and is not
-// a duplicate of an earlier record.)
+// a duplicate of an earlier record.) Under RequireFinal(FinalAll) that
+// exception goes too: the chain was closed cleanly, so any changed record
+// fails it.
 func FuzzVerifyReplace(f *testing.F) {
 	recs, _ := fuzzChain(f)
 	f.Add(uint8(3), []byte(`{}`))
@@ -77,6 +79,9 @@ func FuzzVerifyReplace(f *testing.F) {
 			if err == nil && e.ChainID == rep.Chains[0].Chain && !dup {
 				t.Fatalf("final record replaced within the chain and verified: %q", v)
 			}
+		}
+		if rep.RequireFinal(FinalAll); rep.OK() {
+			t.Fatalf("record %d of a chain closed with a final head replaced by %q and it verified under FinalAll", i, v)
 		}
 		var b bytes.Buffer
 		_ = rep.WriteText(&b)

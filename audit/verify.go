@@ -25,6 +25,7 @@ const (
 	ProblemReordered      = "reordered"       // topic order differs from chain order
 	ProblemBadSignature   = "bad_signature"   // chain head signature does not verify
 	ProblemTruncatedStart = "truncated_start" // chain does not start at sequence 0
+	ProblemUnfinished     = "unfinished"      // chain required to end in a final head does not (RequireFinal)
 )
 
 // Problem is one verification failure and where it is.
@@ -61,6 +62,9 @@ type ChainReport struct {
 	// Final is true when the chain ends with the head written on clean
 	// shutdown.
 	Final bool `json:"final"`
+	// LastPartition and LastOffset place the chain's last event.
+	LastPartition int32 `json:"last_partition"`
+	LastOffset    int64 `json:"last_offset"`
 	// Duplicates counts byte-identical re-deliveries (a write that timed
 	// out but landed, then replayed from the spool); they are not
 	// problems.
@@ -75,6 +79,63 @@ type Report struct {
 	SignaturesChecked bool          `json:"signatures_checked"`
 	Chains            []ChainReport `json:"chains"`
 	Problems          []Problem     `json:"problems"`
+}
+
+// Finality says which chains must end in the final head an instance signs
+// on clean shutdown (RequireFinal).
+type Finality int
+
+const (
+	// FinalNone requires nothing: whether a chain ended is only reported.
+	FinalNone Finality = iota
+	// FinalEnded requires it of every chain of an instance but its latest:
+	// a run that another run of the same instance followed has ended, and
+	// without its final head it either crashed or had events cut from its
+	// end. The latest chain may still be running. Chains are ordered by
+	// where their first event sits, so this holds with the default
+	// partitioning, which keeps an instance's events in one partition.
+	FinalEnded
+	// FinalAll requires it of every chain: the instances are stopped (an
+	// archive, or a copy taken after shutdown).
+	FinalAll
+)
+
+// ParseFinality reads "none", "ended" or "all".
+func ParseFinality(s string) (Finality, error) {
+	switch s {
+	case "", "none":
+		return FinalNone, nil
+	case "ended":
+		return FinalEnded, nil
+	case "all":
+		return FinalAll, nil
+	}
+	return FinalNone, fmt.Errorf("audit: require-final %q: want none, ended or all", s)
+}
+
+// RequireFinal adds an unfinished problem for every chain f covers that does
+// not end in a final head. It closes the gap a hash chain leaves at its end:
+// events after the last signed head, or the final head itself, can be cut
+// without breaking any link, but not without the chain ending unfinished.
+func (r *Report) RequireFinal(f Finality) {
+	if f == FinalNone {
+		return
+	}
+	for i := range r.Chains {
+		c := &r.Chains[i]
+		latest := i == len(r.Chains)-1 || r.Chains[i+1].Instance != c.Instance
+		if c.Final || (f == FinalEnded && latest) {
+			continue
+		}
+		why := "the chain does not end in a final head: its run crashed, is still running, or events were cut from its end"
+		if f == FinalEnded {
+			why = "the chain does not end in a final head although a later run of the instance followed: its run crashed or events were cut from its end"
+		}
+		r.Problems = append(r.Problems, Problem{Kind: ProblemUnfinished, Instance: c.Instance, Chain: c.Chain,
+			Partition: c.LastPartition, Offset: c.LastOffset, Sequence: c.LastSeq,
+			Detail: fmt.Sprintf("%s (%d unsigned events after the last signed head)", why, c.UnsignedTail)})
+		c.OK = false
+	}
 }
 
 // OK reports whether verification found no problem.
@@ -383,6 +444,7 @@ func verifyChain(instance, id string, es []*ventry, checkSigs bool) (ChainReport
 	cr.UnsignedTail = len(chain) - 1 - lastSigned
 	last := chain[len(chain)-1]
 	cr.Final = last.head && last.final
+	cr.LastPartition, cr.LastOffset = last.part, last.off
 	cr.OK = len(probs) == 0
 	return cr, probs
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +212,82 @@ func TestTail(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRequireFinal runs two gateway runs of one instance on one topic and
+// cuts the end of each chain: no link breaks, so only RequireFinal sees it.
+// FinalEnded fails a run that a later run followed; FinalAll fails any.
+func TestRequireFinal(t *testing.T) {
+	cl := newCluster(t)
+	cfg := testConfig(t)
+	cfg.Signing.KeyFile = filepath.Join(t.TempDir(), "audit.key")
+	pub, err := GenerateKey(cfg.Signing.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testConn(1, alice)
+	for run := range 2 {
+		env := start(t, cl, cfg)
+		f := NewFilter(env.a)
+		for i := range 5 {
+			f.OnResponse(context.Background(), exchange(c, 0, denyTopic(fmt.Sprintf("run%d-t%d", run, i))))
+		}
+		env.close(t)
+	}
+	recs, envs := events(t, cl)
+	// The final head of each run, in topic order.
+	var finals []int
+	for i, e := range envs {
+		if e.Data.Head != nil && e.Data.Head.Final {
+			finals = append(finals, i)
+		}
+	}
+	if len(finals) != 2 || finals[1] != len(recs)-1 {
+		t.Fatalf("want two runs each ending in a final head, got final heads at %v of %d events", finals, len(recs))
+	}
+	cut := func(i int) []Record { return slices.Delete(cloneRecords(recs), i, i+1) }
+	cases := []struct {
+		name string
+		recs []Record
+		// want[f] is the offset the unfinished problem names under
+		// Finality f, or -1 for none.
+		want [3]int64
+	}{
+		{"both runs ended", recs, [3]int64{-1, -1, -1}},
+		{"first run's final head cut", cut(finals[0]), [3]int64{-1, recs[finals[0]-1].Offset, recs[finals[0]-1].Offset}},
+		{"latest run's final head cut", cut(finals[1]), [3]int64{-1, -1, recs[finals[1]-1].Offset}},
+		{"latest run's last three events cut", cloneRecords(recs[:len(recs)-3]), [3]int64{-1, -1, recs[len(recs)-4].Offset}},
+	}
+	for _, tc := range cases {
+		for f := FinalNone; f <= FinalAll; f++ {
+			rep := VerifyRecords(tc.recs, pub)
+			if !rep.OK() || len(rep.Chains) != 2 {
+				t.Fatalf("%s: the cut chain fails without RequireFinal or is not two chains: %+v", tc.name, rep)
+			}
+			rep.RequireFinal(f)
+			want := tc.want[f]
+			if want < 0 {
+				if !rep.OK() {
+					t.Errorf("%s, finality %d: %v", tc.name, f, rep.Problems)
+				}
+				continue
+			}
+			if len(rep.Problems) != 1 || rep.Problems[0].Kind != ProblemUnfinished || rep.Problems[0].Offset != want || rep.Problems[0].Instance != "gw-test" {
+				t.Errorf("%s, finality %d: want one unfinished problem at offset %d, got %v", tc.name, f, want, rep.Problems)
+			}
+			var out bytes.Buffer
+			if err := rep.WriteText(&out); err != nil || !strings.Contains(out.String(), "PROBLEM unfinished") || !strings.Contains(out.String(), "FAILED") {
+				t.Errorf("%s, finality %d: report text does not name the problem:\n%s", tc.name, f, out.String())
+			}
+		}
+	}
+	for in, want := range map[string]Finality{"": FinalNone, "none": FinalNone, "ended": FinalEnded, "all": FinalAll} {
+		if got, err := ParseFinality(in); err != nil || got != want {
+			t.Errorf("ParseFinality(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseFinality("latest"); err == nil {
+		t.Error("ParseFinality accepted an unknown value")
 	}
 }

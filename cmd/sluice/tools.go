@@ -114,7 +114,12 @@ func cmdAudit(args []string) error {
 	case "verify":
 		pubFile := fs.String("public-key", "", "Ed25519 public key (PEM) to check chain-head signatures; default: derived from audit.signing.key_file")
 		file := fs.String("file", "", "verify a copy of the topic written by 'sluice audit export' instead of the live topic")
+		final := fs.String("require-final", "none", "which chains must end in the final head signed at clean shutdown: none, ended (every run an instance followed with another) or all (stopped instances, archives)")
 		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		finality, err := audit.ParseFinality(*final)
+		if err != nil {
 			return err
 		}
 		// A copy on disk needs no cluster: the upstream is only
@@ -135,7 +140,7 @@ func cmdAudit(args []string) error {
 				return err
 			}
 			defer f.Close()
-			rep, err = audit.VerifyReader(bufio.NewReader(f), pub, os.Stdout)
+			rep, err = audit.VerifyReader(bufio.NewReader(f), pub, nil)
 			if err != nil {
 				return err
 			}
@@ -146,10 +151,14 @@ func cmdAudit(args []string) error {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			rep, err = audit.Verify(ctx, opts, t, pub, os.Stdout)
+			rep, err = audit.Verify(ctx, opts, t, pub, nil)
 			if err != nil {
 				return err
 			}
+		}
+		rep.RequireFinal(finality)
+		if err := rep.WriteText(os.Stdout); err != nil {
+			return err
 		}
 		if !rep.OK() {
 			return errFailed

@@ -166,4 +166,26 @@ func TestAuditTamperEvidence(t *testing.T) {
 			t.Logf("%s", r.Stdout)
 		})
 	}
+
+	// Cutting the final head breaks no link: the chain reads as a run
+	// that has not ended. --require-final all (the instance is stopped)
+	// names it; the default reports it only as "final false".
+	t.Run("final head cut", func(t *testing.T) {
+		f := write("final-head-cut.jsonl", clone()[:last])
+		r := audSluice(t, append(verifyArgs, "--file", f)...)
+		if !r.OK() || !strings.Contains(r.Stdout, "final false") {
+			t.Fatalf("without --require-final a cut final head is reported, not failed: %s", r)
+		}
+		r = audSluice(t, append(verifyArgs, "--file", f, "--require-final", "all")...)
+		if r.ExitCode != 1 || !strings.Contains(r.Stdout, "PROBLEM unfinished") ||
+			!strings.Contains(r.Stdout, "offset "+off(last-1)+" sequence "+seqOf(last-1)+":") || !strings.Contains(r.Stdout, "verify: FAILED") {
+			t.Fatalf("--require-final all with the final head cut: want exit 1 and unfinished at the last event left, got %s", r)
+		}
+		if r := audSluice(t, append(verifyArgs, "--file", export, "--require-final", "all")...); !r.OK() {
+			t.Fatalf("--require-final all on the untouched export: %s", r)
+		}
+		if r := audSluice(t, append(verifyArgs, "--file", export, "--require-final", "some")...); r.ExitCode == 0 || !strings.Contains(r.Stderr, "require-final \"some\"") {
+			t.Fatalf("--require-final some: want an error naming the value, got %s", r)
+		}
+	})
 }
