@@ -100,7 +100,8 @@ log: {level: warn, format: json}
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	g.cmd = exec.Command(bin, "run", "--config", file)
+	argv := pinnedCommand(b, []string{bin, "run", "--config", file})
+	g.cmd = exec.Command(argv[0], argv[1:]...)
 	g.cmd.Stdout, g.cmd.Stderr = os.Stderr, os.Stderr
 	if profileDir != "" {
 		g.cmd.Env = append(os.Environ(), "SLUICE_PPROF=1")
@@ -301,6 +302,7 @@ func BenchmarkGateway(b *testing.B) {
 	// The cluster and the load generator share this process's heap; fewer
 	// GC cycles make rounds comparable (the gateway keeps its defaults).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	pinSelf(b)
 	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(6))
 	if err != nil {
 		b.Fatal(err)

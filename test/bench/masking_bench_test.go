@@ -49,6 +49,7 @@ func BenchmarkMaskedConsume(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	pinSelf(b)
 	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(6))
 	if err != nil {
 		b.Fatal(err)
