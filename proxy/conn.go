@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -210,6 +211,10 @@ const (
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
+// splicedBytes counts what copyN handed socket to socket
+// (sluice_proxy_spliced_bytes_total).
+var splicedBytes atomic.Int64
+
 // readRequest reads one frame, or for a large frame its first headPeek
 // bytes, into a pooled buffer holding the size prefix and what was read. It
 // returns the buffer, the frame bytes read (without the prefix) and how many
@@ -290,6 +295,7 @@ func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
 			w, err := d.ReadFrom(io.LimitReader(s, n))
+			splicedBytes.Add(w)
 			if err == nil && w < n {
 				err = io.ErrUnexpectedEOF
 			}

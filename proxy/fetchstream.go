@@ -228,7 +228,22 @@ func (r *fetchRelay) relay(n int64) error {
 		return nil
 	}
 	src := r.src
-	if r.conn != nil && r.limN-r.lim.N >= r.pre {
+	if r.conn != nil {
+		// src starts with pre bytes held in memory (read ahead of the
+		// relay) and continues in conn: what is left of those goes
+		// through src, the rest is read from conn directly, so that it
+		// can be spliced. (Taking the whole copy from src while any of
+		// the pre bytes was left sent the first record batch of every
+		// request through a buffer.)
+		if left := r.pre - (r.limN - r.lim.N); left > 0 {
+			k := min(left, n)
+			if _, err := copyN(r.dst, &r.lim, k); err != nil {
+				return err
+			}
+			if n -= k; n == 0 {
+				return nil
+			}
+		}
 		src = r.conn
 	}
 	w, err := copyN(r.dst, src, n)

@@ -90,8 +90,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests and responses relayed as they arrived instead of read whole first (large requests cut through, Fetch responses streamed), by API.",
 		}, []string{"api"}),
 	}
+	spliced := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sluice_proxy_spliced_bytes_total",
+		Help: "Bytes handed from one socket to the other by the kernel (splice) instead of copied through a buffer; plain TCP on both sides only (TLS always copies). Counts the whole process.",
+	}, func() float64 { return float64(splicedBytes.Load()) })
 	reg.MustRegister(m.connsOpen, m.connsTotal, m.requests, m.bytesIn, m.bytesOut,
-		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed)
+		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed, spliced)
 
 	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)
 	m.gwByKey = make([]prometheus.Observer, maxKey)
