@@ -33,6 +33,13 @@ type Config struct {
 
 	// MaxFrameBytes bounds one request frame. Default 100 MiB.
 	MaxFrameBytes int32 `yaml:"max_frame_bytes"`
+	// MaxSASLFrameBytes bounds every frame a connection that must
+	// authenticate sends before it has, and every ApiVersions, SASL
+	// handshake and SASL token frame at any time (re-authentication), as
+	// Kafka's sasl.server.max.receive.size does: a stranger cannot make
+	// the gateway allocate max_frame_bytes per connection. Default 512 KiB
+	// (max_frame_bytes, if that is lower).
+	MaxSASLFrameBytes int32 `yaml:"max_sasl_frame_bytes"`
 	// MaxInFlight bounds pipelined requests per connection. Default 256.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// ShutdownTimeout is how long in-flight requests may take to finish
@@ -106,12 +113,13 @@ type SASLConfig struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Listen:          "127.0.0.1:9092",
-		MaxFrameBytes:   100 << 20,
-		MaxInFlight:     256,
-		ShutdownTimeout: 10 * time.Second,
-		MetadataRefresh: 30 * time.Second,
-		Upstream:        UpstreamConfig{DialTimeout: 10 * time.Second},
+		Listen:            "127.0.0.1:9092",
+		MaxFrameBytes:     100 << 20,
+		MaxSASLFrameBytes: 512 << 10,
+		MaxInFlight:       256,
+		ShutdownTimeout:   10 * time.Second,
+		MetadataRefresh:   30 * time.Second,
+		Upstream:          UpstreamConfig{DialTimeout: 10 * time.Second},
 	}
 }
 
@@ -215,6 +223,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFrameBytes <= 0 {
 		return fmt.Errorf("max_frame_bytes: must be positive, got %d", c.MaxFrameBytes)
+	}
+	if c.MaxSASLFrameBytes <= 0 {
+		return fmt.Errorf("max_sasl_frame_bytes: must be positive, got %d", c.MaxSASLFrameBytes)
 	}
 	if c.MaxInFlight <= 0 {
 		return fmt.Errorf("max_in_flight: must be positive, got %d", c.MaxInFlight)

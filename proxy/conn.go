@@ -228,6 +228,9 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	if n < 0 || n > c.s.cfg.MaxFrameBytes {
 		return nil, nil, 0, fmt.Errorf("%w: %d bytes (max_frame_bytes %d)", errFrameTooLarge, n, c.s.cfg.MaxFrameBytes)
 	}
+	if c.authRequired && !c.authenticated && n > c.saslFrameLimit() {
+		return nil, nil, 0, fmt.Errorf("%w: %d bytes before authentication (max_sasl_frame_bytes %d)", errSASLFrameTooLarge, n, c.saslFrameLimit())
+	}
 	read := int(n)
 	if read >= cutThroughMin {
 		read = headPeek
@@ -242,6 +245,16 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	*buf = b
 	c.s.m.bytesIn.Add(float64(len(b)))
 	return buf, b[4:], int(n) - read, nil
+}
+
+// errSASLFrameTooLarge: a frame before authentication, or an ApiVersions or
+// SASL frame at any time, longer than max_sasl_frame_bytes.
+var errSASLFrameTooLarge = errors.New("proxy: frame larger than max_sasl_frame_bytes")
+
+// saslFrameLimit is the size bound of frames before authentication and of
+// ApiVersions and SASL frames.
+func (c *clientConn) saslFrameLimit() int32 {
+	return min(c.s.cfg.MaxSASLFrameBytes, c.s.cfg.MaxFrameBytes)
 }
 
 // readRest completes a frame readRequest left partly unread.
@@ -330,6 +343,8 @@ func (c *clientConn) readLoop() (drained bool) {
 			case errors.Is(err, errFrameTooLarge):
 				c.log.Warn("closing connection: request frame too large", zap.Error(err))
 				c.s.m.request(-1, outcomeError)
+			case errors.Is(err, errSASLFrameTooLarge):
+				c.saslFrameTooLarge(err)
 			default:
 				c.log.Debug("client read failed", zap.Error(err))
 			}
@@ -348,6 +363,14 @@ func (c *clientConn) readLoop() (drained bool) {
 			continue
 		}
 		h, err := parseRequestHeader(frame)
+		if rest > 0 && err == nil && (h.Key == keyApiVersions || h.Key == keySaslHandshake || h.Key == keySaslAuthenticate) && len(frame)+rest > int(c.saslFrameLimit()) {
+			// Only a large frame can be over the limit, and only a
+			// large frame is read in part: one from an authenticated
+			// client (before authentication readRequest bounds all).
+			putBuf(buf)
+			c.saslFrameTooLarge(fmt.Errorf("%w: %s of %d bytes (max_sasl_frame_bytes %d)", errSASLFrameTooLarge, apiName(h.Key), len(frame)+rest, c.saslFrameLimit()))
+			return false
+		}
 		if rest > 0 && (err != nil || !c.cutThrough(h, frame[min(h.BodyOffset, len(frame)):])) {
 			// Not for the raw path (or a header longer than the
 			// peek): read the whole frame.
@@ -373,6 +396,14 @@ func (c *clientConn) readLoop() (drained bool) {
 			return c.answerThenClose
 		}
 	}
+}
+
+// saslFrameTooLarge logs and counts a connection closed for a frame over
+// max_sasl_frame_bytes (an authentication failure, as Kafka counts it).
+func (c *clientConn) saslFrameTooLarge(err error) {
+	c.log.Warn("closing connection: frame too large for authentication", zap.Error(err))
+	c.s.m.request(-1, outcomeError)
+	c.authEvent("none", nil, &filter.AuthError{Reason: "frame_too_large", Message: err.Error(), Gateway: true})
 }
 
 // cutThrough reports whether a large request may be relayed before it is

@@ -310,3 +310,87 @@ func TestSASLWithFranzGo(t *testing.T) {
 		t.Fatalf("bad password: %v", err)
 	}
 }
+
+// TestSASLFrameLimit: before authentication no frame may exceed
+// max_sasl_frame_bytes, so a stranger cannot make the gateway allocate
+// max_frame_bytes per connection; the size prefix alone closes the
+// connection, unread. After authentication SASL frames stay bounded
+// (re-authentication) while other requests may be large. Each refusal is
+// counted as an authentication failure.
+func TestSASLFrameLimit(t *testing.T) {
+	addr, events := newSASLEnv(t, 0)
+	failure := func(what string) {
+		t.Helper()
+		select {
+		case ev := <-events:
+			var ae *filter.AuthError
+			if !errors.As(ev.err, &ae) || ae.Reason != "frame_too_large" {
+				t.Fatalf("%s: auth event %+v, want reason frame_too_large", what, ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no authentication failure reported", what)
+		}
+	}
+	sizePrefix := func(r *rawClient, n uint32) {
+		var sz [4]byte
+		binary.BigEndian.PutUint32(sz[:], n)
+		if _, err := r.c.Write(sz[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const limit = 512 << 10
+
+	// A size prefix over the limit, nothing else: closed at once.
+	r := dialRaw(t, addr)
+	sizePrefix(r, limit+1)
+	if !r.closed() {
+		t.Fatal("a frame over max_sasl_frame_bytes before authentication was not refused on its size")
+	}
+	failure("size prefix before authentication")
+
+	// Under the limit but large (cut-through size): read and answered
+	// like any SaslAuthenticate before a handshake.
+	r = dialRaw(t, addr)
+	if resp, err := authenticate(r, strings.Repeat("x", 300<<10)); err != nil || resp.ErrorCode != 34 {
+		t.Fatalf("a 300 KiB SaslAuthenticate before a handshake: %+v %v, want ILLEGAL_SASL_STATE", resp, err)
+	}
+	if ev := <-events; ev.err == nil {
+		t.Fatalf("illegal state not reported: %+v", ev)
+	}
+
+	// Authenticated: a large Produce passes, a SaslAuthenticate over the
+	// limit closes the connection.
+	r = dialRaw(t, addr)
+	handshake(r, 1, "PLAIN")
+	if resp, err := authenticate(r, "\x00alice\x00secret"); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("authenticate: %+v %v", resp, err)
+	}
+	<-events
+	if err := metadataOK(r); err != nil {
+		t.Fatal(err)
+	}
+	prod := kmsg.NewPtrProduceRequest()
+	prod.SetVersion(7)
+	prod.Acks, prod.TimeoutMillis = 1, 5000
+	pt := kmsg.NewProduceRequestTopic()
+	pt.Topic = "big"
+	pp := kmsg.NewProduceRequestTopicPartition()
+	pp.Records = make([]byte, limit+1) // not a valid batch: the broker says so
+	pt.Partitions = append(pt.Partitions, pp)
+	prod.Topics = append(prod.Topics, pt)
+	r.send(prod)
+	presp := kmsg.NewPtrProduceResponse()
+	presp.SetVersion(7)
+	if err := r.recv(presp); err != nil {
+		t.Fatalf("a produce over max_sasl_frame_bytes after authentication: %v", err)
+	}
+	handshake(r, 1, "PLAIN")
+	req := kmsg.NewPtrSASLAuthenticateRequest()
+	req.SetVersion(1)
+	req.SASLAuthBytes = make([]byte, limit)
+	r.send(req)
+	if !r.closed() {
+		t.Fatal("a SaslAuthenticate over max_sasl_frame_bytes after authentication was not refused")
+	}
+	failure("re-authentication frame")
+}

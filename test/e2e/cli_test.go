@@ -61,6 +61,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad sasl mechanism", base + "  sasl: {mechanism: GSSAPI, username: u, password_env: X}\n", "upstream.sasl.mechanism", nil},
 		{"missing password env", base + "  sasl: {mechanism: PLAIN, username: u, password_env: SLUICE_E2E_UNSET_VARIABLE}\n", "password_env", nil},
 		{"bad frame size", base + "max_frame_bytes: -1\n", "max_frame_bytes", nil},
+		{"bad sasl frame size", base + "max_sasl_frame_bytes: 0\n", "max_sasl_frame_bytes", nil},
 		{"bad log level", base + "log: {level: loud}\n", "log.level", nil},
 		{"bad listen flag", base, "listen", []string{"--listen", "nonsense"}},
 	} {
