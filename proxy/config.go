@@ -45,6 +45,16 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight requests may take to finish
 	// at shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ConnectionsMaxIdle closes a client connection that has sent no
+	// request and is owed no answer for this long, and one that has not
+	// taken an answer for this long (as Kafka's connections.max.idle.ms;
+	// clients reconnect). It also bounds how long one request frame may
+	// take to arrive. Default 10m; 0 disables.
+	ConnectionsMaxIdle time.Duration `yaml:"connections_max_idle"`
+	// AuthenticationTimeout closes a connection on a SASL listener that
+	// has not authenticated this long after it was accepted. Default 30s;
+	// 0 disables.
+	AuthenticationTimeout time.Duration `yaml:"authentication_timeout"`
 	// MetadataRefresh is how often the gateway reloads upstream metadata
 	// to discover brokers and topic ids. Default 30s.
 	MetadataRefresh time.Duration `yaml:"metadata_refresh"`
@@ -113,13 +123,15 @@ type SASLConfig struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:9092",
-		MaxFrameBytes:     100 << 20,
-		MaxSASLFrameBytes: 512 << 10,
-		MaxInFlight:       256,
-		ShutdownTimeout:   10 * time.Second,
-		MetadataRefresh:   30 * time.Second,
-		Upstream:          UpstreamConfig{DialTimeout: 10 * time.Second},
+		Listen:                "127.0.0.1:9092",
+		MaxFrameBytes:         100 << 20,
+		MaxSASLFrameBytes:     512 << 10,
+		MaxInFlight:           256,
+		ShutdownTimeout:       10 * time.Second,
+		MetadataRefresh:       30 * time.Second,
+		ConnectionsMaxIdle:    10 * time.Minute,
+		AuthenticationTimeout: 30 * time.Second,
+		Upstream:              UpstreamConfig{DialTimeout: 10 * time.Second},
 	}
 }
 
@@ -232,6 +244,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("shutdown_timeout: must not be negative")
+	}
+	if c.ConnectionsMaxIdle < 0 {
+		return fmt.Errorf("connections_max_idle: must not be negative (0 disables), got %s", c.ConnectionsMaxIdle)
+	}
+	if c.AuthenticationTimeout < 0 {
+		return fmt.Errorf("authentication_timeout: must not be negative (0 disables), got %s", c.AuthenticationTimeout)
 	}
 	if c.MetadataRefresh <= 0 {
 		return fmt.Errorf("metadata_refresh: must be positive")

@@ -60,6 +60,10 @@ type clientConn struct {
 	saslRaw       bool // after SaslHandshake v0: raw tokens follow
 	sessionExpiry time.Time
 
+	// outstanding counts exchanges queued for the write loop and not yet
+	// answered: a connection owed answers is not idle.
+	outstanding atomic.Int32
+
 	// answerThenClose is set by the read loop when it queued a final
 	// answer (a refused SASL exchange): the connection closes once the
 	// write loop has written it, not before.
@@ -220,6 +224,9 @@ var splicedBytes atomic.Int64
 // returns the buffer, the frame bytes read (without the prefix) and how many
 // bytes of the frame are still unread.
 func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
+	if err := c.await(); err != nil {
+		return nil, nil, 0, err
+	}
 	var sz [4]byte
 	if _, err := io.ReadFull(c.br, sz[:]); err != nil {
 		return nil, nil, 0, err
@@ -245,6 +252,63 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	*buf = b
 	c.s.m.bytesIn.Add(float64(len(b)))
 	return buf, b[4:], int(n) - read, nil
+}
+
+// Connections closed for lack of activity (await).
+var (
+	errIdle        = errors.New("proxy: connection idle for connections_max_idle")
+	errAuthTimeout = errors.New("proxy: not authenticated within authentication_timeout")
+)
+
+// await waits for the first byte of the next request under the
+// connection's deadlines: authentication_timeout from the accept while a
+// SASL listener's connection has not authenticated, else
+// connections_max_idle, which a connection owed answers does not count
+// against (a long poll, a rebalance). Then the frame itself gets as long
+// again to arrive. The first byte is peeked, not read, so a wait that
+// times out consumes nothing and can be resumed.
+func (c *clientConn) await() error {
+	idle, auth := c.s.cfg.ConnectionsMaxIdle, c.s.cfg.AuthenticationTimeout
+	authWait := c.authRequired && !c.authenticated && auth > 0
+	if idle <= 0 && !authWait {
+		return nil
+	}
+	deadline := func() time.Time {
+		if authWait {
+			return c.fc.Opened.Add(auth)
+		}
+		return time.Now().Add(idle)
+	}
+	for c.br.Buffered() == 0 {
+		_ = c.nc.SetReadDeadline(deadline())
+		// drain sets a deadline in the past after closing draining:
+		// checked after setting ours, one of the two is seen.
+		select {
+		case <-c.draining:
+			return os.ErrDeadlineExceeded
+		default:
+		}
+		_, err := c.br.Peek(1)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		select {
+		case <-c.draining:
+			return err
+		default:
+		}
+		if authWait {
+			return errAuthTimeout
+		}
+		if c.outstanding.Load() == 0 {
+			return errIdle
+		}
+	}
+	_ = c.nc.SetReadDeadline(deadline())
+	return nil
 }
 
 // errSASLFrameTooLarge: a frame before authentication, or an ApiVersions or
@@ -345,6 +409,11 @@ func (c *clientConn) readLoop() (drained bool) {
 				c.s.m.request(-1, outcomeError)
 			case errors.Is(err, errSASLFrameTooLarge):
 				c.saslFrameTooLarge(err)
+			case errors.Is(err, errIdle):
+				c.log.Debug("closing idle connection", zap.Duration("connections_max_idle", c.s.cfg.ConnectionsMaxIdle))
+			case errors.Is(err, errAuthTimeout):
+				c.log.Info("closing connection: not authenticated in time", zap.Duration("authentication_timeout", c.s.cfg.AuthenticationTimeout))
+				c.authEvent("none", nil, &filter.AuthError{Reason: "timeout", Message: err.Error(), Gateway: true})
 			default:
 				c.log.Debug("client read failed", zap.Error(err))
 			}
@@ -715,6 +784,7 @@ func reportsChanges(chain []filter.Filter, key int16) bool {
 }
 
 func (c *clientConn) enqueue(p *pending) bool {
+	c.outstanding.Add(1)
 	select {
 	case c.inflight <- p:
 		return true
@@ -841,7 +911,9 @@ func (c *clientConn) answerLocal(h requestHeader, resp kmsg.Response, tRead time
 // writeLoop answers pending exchanges in order.
 func (c *clientConn) writeLoop() {
 	for p := range c.inflight {
-		if err := c.respond(p); err != nil {
+		err := c.respond(p)
+		c.outstanding.Add(-1)
+		if err != nil {
 			if errors.Is(err, errCloseAfter) {
 				c.lingerClose()
 			} else {
@@ -864,9 +936,20 @@ func (c *clientConn) writeLoop() {
 
 var errCloseAfter = errors.New("proxy: close after response")
 
+// writeDeadline gives the answer about to be written connections_max_idle
+// to go out: a client that takes none for that long is gone.
+func (c *clientConn) writeDeadline() {
+	if idle := c.s.cfg.ConnectionsMaxIdle; idle > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(idle))
+	}
+}
+
 // respond answers one exchange; the write loop frees it after.
 func (c *clientConn) respond(p *pending) error {
 	x := &p.x
+	if p.local != nil || x.Local != nil {
+		c.writeDeadline()
+	}
 	if p.local != nil {
 		if _, err := c.nc.Write(p.local); err != nil {
 			return err
@@ -898,6 +981,7 @@ func (c *clientConn) respond(p *pending) error {
 		return fmt.Errorf("proxy: upstream read: %w", err)
 	}
 	tFirst := time.Now()
+	c.writeDeadline() // the upstream may have taken long (a rebalance)
 	n := int32(binary.BigEndian.Uint32(hdr[:4]))
 	corr := int32(binary.BigEndian.Uint32(hdr[4:]))
 	if corr != x.CorrelationID {

@@ -38,6 +38,13 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, filters ...filter.Filter) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, nil, filters...)
+}
+
+// newTestEnvWith is newTestEnv with the gateway's configuration changed by
+// edit (if not nil).
+func newTestEnvWith(t *testing.T, edit func(*Config), filters ...filter.Filter) *testEnv {
+	t.Helper()
 	e := &testEnv{}
 	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
 		kfake.ListenFn(func(network, addr string) (net.Listener, error) {
@@ -64,6 +71,9 @@ func newTestEnv(t *testing.T, filters ...filter.Filter) *testEnv {
 	cfg.BrokerPortBase = &zero
 	cfg.Upstream.Brokers = kf.ListenAddrs()
 	cfg.ShutdownTimeout = 5 * time.Second
+	if edit != nil {
+		edit(&cfg)
+	}
 	e.reg = prometheus.NewRegistry()
 	srv, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Registerer: e.reg, Filters: filters})
 	if err != nil {
@@ -651,4 +661,73 @@ func TestStreamedFetchThroughFilters(t *testing.T) {
 	if v, ok := s.delivered.Load("secret"); ok && v.(*atomic.Int64).Load() != 0 {
 		t.Fatalf("withheld topic counted %d records as delivered", v.(*atomic.Int64).Load())
 	}
+}
+
+// TestIdleConnections: a connection that sends nothing and is owed nothing
+// for connections_max_idle is closed; one owed an answer that takes longer
+// (held in the broker) is not, gets it, and is closed once idle after; one
+// sending a request now and then lives on.
+func TestIdleConnections(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	e := newTestEnvWith(t, func(c *Config) { c.ConnectionsMaxIdle = idle })
+	dial := func() *rawClient { return dialRaw(t, e.boot) }
+	apiVersions := func(r *rawClient) error {
+		r.send(kmsg.NewPtrApiVersionsRequest())
+		return r.recv(kmsg.NewPtrApiVersionsResponse())
+	}
+
+	t.Run("idle", func(t *testing.T) {
+		r := dial()
+		if err := apiVersions(r); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if !r.closed() {
+			t.Fatal("an idle connection outlived connections_max_idle")
+		}
+		if el := time.Since(start); el < idle-50*time.Millisecond {
+			t.Fatalf("closed after %v, before %v of idleness", el, idle)
+		}
+	})
+
+	t.Run("answer pending", func(t *testing.T) {
+		release, entered := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		e.kf.ControlKey(2, func(kmsg.Request) (kmsg.Response, error, bool) {
+			once.Do(func() { close(entered) })
+			<-release
+			return nil, nil, false
+		})
+		r := dial()
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.SetVersion(4)
+		tp := kmsg.NewListOffsetsRequestTopic()
+		tp.Topic = "idle"
+		p := kmsg.NewListOffsetsRequestTopicPartition()
+		p.Timestamp = -1
+		tp.Partitions = append(tp.Partitions, p)
+		req.Topics = append(req.Topics, tp)
+		r.send(req)
+		<-entered
+		time.Sleep(3 * idle) // owed an answer all along
+		close(release)
+		resp := kmsg.NewPtrListOffsetsResponse()
+		resp.SetVersion(4)
+		if err := r.recv(resp); err != nil {
+			t.Fatalf("a connection owed an answer was closed as idle: %v", err)
+		}
+		if !r.closed() {
+			t.Fatal("not closed once idle after the answer")
+		}
+	})
+
+	t.Run("active", func(t *testing.T) {
+		r := dial()
+		for range 8 {
+			if err := apiVersions(r); err != nil {
+				t.Fatalf("an active connection was closed: %v", err)
+			}
+			time.Sleep(idle / 3)
+		}
+	})
 }

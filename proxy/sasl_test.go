@@ -54,6 +54,11 @@ type authEvent struct {
 
 func newSASLEnv(t *testing.T, lifetime time.Duration) (string, chan authEvent) {
 	t.Helper()
+	return newSASLEnvWith(t, lifetime, nil)
+}
+
+func newSASLEnvWith(t *testing.T, lifetime time.Duration, edit func(*Config)) (string, chan authEvent) {
+	t.Helper()
 	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +70,9 @@ func newSASLEnv(t *testing.T, lifetime time.Duration) (string, chan authEvent) {
 	cfg.BrokerPortBase = &zero
 	cfg.Listeners = []ListenerConfig{{SASL: []string{"PLAIN"}}}
 	cfg.Upstream.Brokers = kf.ListenAddrs()
+	if edit != nil {
+		edit(&cfg)
+	}
 	events := make(chan authEvent, 64)
 	srv, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Registerer: prometheus.NewRegistry(),
 		Authenticator: func(ListenerConfig) (filter.Authenticator, error) { return plainAuth{lifetime}, nil },
@@ -393,4 +401,55 @@ func TestSASLFrameLimit(t *testing.T) {
 		t.Fatal("a SaslAuthenticate over max_sasl_frame_bytes after authentication was not refused")
 	}
 	failure("re-authentication frame")
+}
+
+// TestAuthenticationTimeout: a connection on a SASL listener that has not
+// authenticated within authentication_timeout of its accept is closed
+// (nothing sent, or a handshake and no token) and counted; one that
+// authenticated in time is not, however long it then waits.
+func TestAuthenticationTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	addr, events := newSASLEnvWith(t, 0, func(c *Config) { c.AuthenticationTimeout = timeout })
+	timedOut := func(what string) {
+		t.Helper()
+		select {
+		case ev := <-events:
+			var ae *filter.AuthError
+			if !errors.As(ev.err, &ae) || ae.Reason != "timeout" {
+				t.Fatalf("%s: auth event %+v, want reason timeout", what, ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no authentication failure reported", what)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(r *rawClient)
+	}{
+		{"nothing sent", func(*rawClient) {}},
+		{"handshake and no token", func(r *rawClient) { handshake(r, 1, "PLAIN") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := dialRaw(t, addr)
+			tc.run(r)
+			if !r.closed() {
+				t.Fatal("an unauthenticated connection outlived authentication_timeout")
+			}
+			if el := time.Since(start); el < timeout {
+				t.Fatalf("closed after %v, before the %v timeout", el, timeout)
+			}
+			timedOut(tc.name)
+		})
+	}
+	r := dialRaw(t, addr)
+	handshake(r, 1, "PLAIN")
+	if resp, err := authenticate(r, "\x00alice\x00secret"); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("authenticate: %+v %v", resp, err)
+	}
+	<-events
+	time.Sleep(3 * timeout)
+	if err := metadataOK(r); err != nil {
+		t.Fatalf("an authenticated connection was closed by authentication_timeout: %v", err)
+	}
 }
