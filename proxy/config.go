@@ -45,6 +45,12 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight requests may take to finish
 	// at shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxConnections bounds the client connections open at once, over
+	// every listener; MaxConnectionsPerIP those from one client address.
+	// A connection over either is closed as it is accepted. 0 (default):
+	// no bound, as in Kafka (max.connections, max.connections.per.ip).
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// ConnectionsMaxIdle closes a client connection that has sent no
 	// request and is owed no answer for this long, and one that has not
 	// taken an answer for this long (as Kafka's connections.max.idle.ms;
@@ -244,6 +250,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("shutdown_timeout: must not be negative")
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("max_connections: must not be negative (0: no bound), got %d", c.MaxConnections)
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		return fmt.Errorf("max_connections_per_ip: must not be negative (0: no bound), got %d", c.MaxConnectionsPerIP)
 	}
 	if c.ConnectionsMaxIdle < 0 {
 		return fmt.Errorf("connections_max_idle: must not be negative (0 disables), got %s", c.ConnectionsMaxIdle)

@@ -20,6 +20,7 @@ var outcomeNames = [numOutcomes]string{"forwarded", "local", "denied", "error"}
 type metrics struct {
 	connsOpen      *prometheus.GaugeVec
 	connsTotal     *prometheus.CounterVec
+	connsRefused   *prometheus.CounterVec
 	requests       *prometheus.CounterVec
 	bytesIn        prometheus.Counter
 	bytesOut       prometheus.Counter
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_connections_open",
 			Help: "Client connections currently open, by listener group.",
 		}, []string{"listener"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_connections_refused_total",
+			Help: "Client connections closed as they were accepted, by listener and the bound they were over (max_connections, max_connections_per_ip).",
+		}, []string{"listener", "reason"}),
 		connsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_connections_total",
 			Help: "Client connections accepted, by listener group.",
@@ -94,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "sluice_proxy_spliced_bytes_total",
 		Help: "Bytes handed from one socket to the other by the kernel (splice) instead of copied through a buffer; plain TCP on both sides only (TLS always copies). Counts the whole process.",
 	}, func() float64 { return float64(splicedBytes.Load()) })
-	reg.MustRegister(m.connsOpen, m.connsTotal, m.requests, m.bytesIn, m.bytesOut,
+	reg.MustRegister(m.connsOpen, m.connsTotal, m.connsRefused, m.requests, m.bytesIn, m.bytesOut,
 		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed, spliced)
 
 	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -730,4 +731,65 @@ func TestIdleConnections(t *testing.T) {
 			time.Sleep(idle / 3)
 		}
 	})
+}
+
+// TestConnectionLimits: connections over max_connections_per_ip (from one
+// address) or max_connections (in all) are closed as they are accepted and
+// counted; a closed connection frees its place.
+func TestConnectionLimits(t *testing.T) {
+	e := newTestEnvWith(t, func(c *Config) { c.MaxConnections, c.MaxConnectionsPerIP = 3, 2 })
+	dialFrom := func(ip string) *rawClient {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", e.boot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		return &rawClient{t: t, c: c, f: kmsg.NewRequestFormatter(kmsg.FormatterClientID("limits"))}
+	}
+	served := func(r *rawClient) error {
+		r.send(kmsg.NewPtrApiVersionsRequest())
+		return r.recv(kmsg.NewPtrApiVersionsResponse())
+	}
+	refused := func(reason string) float64 {
+		var m dto.Metric
+		if err := e.srv.m.connsRefused.WithLabelValues("default", reason).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
+	for _, r := range []*rawClient{a1, a2} {
+		if err := served(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := dialFrom("127.0.0.1"); served(r) == nil {
+		t.Fatal("a third connection from one address was served with max_connections_per_ip 2")
+	}
+	if refused("max_connections_per_ip") != 1 {
+		t.Fatalf("refusals per ip counted %v", refused("max_connections_per_ip"))
+	}
+	if err := served(dialFrom("127.0.0.2")); err != nil {
+		t.Fatalf("a connection from another address under max_connections: %v", err)
+	}
+	if r := dialFrom("127.0.0.3"); served(r) == nil {
+		t.Fatal("a fourth connection was served with max_connections 3")
+	}
+	if refused("max_connections") != 1 {
+		t.Fatalf("refusals over max_connections counted %v", refused("max_connections"))
+	}
+	a1.c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if served(dialFrom("127.0.0.1")) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection's place was not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

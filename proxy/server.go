@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -66,12 +67,16 @@ type Server struct {
 	cancel context.CancelFunc
 	meta   *kgo.Client
 
-	mu       sync.Mutex
-	conns    map[*clientConn]struct{}
-	closing  bool
-	wg       sync.WaitGroup // connections
-	acceptWG sync.WaitGroup
-	nextID   atomic.Uint64
+	mu    sync.Mutex
+	conns map[*clientConn]struct{}
+	perIP map[netip.Addr]int // open connections by client address
+	// refusedLog is when a refused connection was last logged (unix
+	// nanoseconds): at most one line a second under a flood.
+	refusedLog atomic.Int64
+	closing    bool
+	wg         sync.WaitGroup // connections
+	acceptWG   sync.WaitGroup
+	nextID     atomic.Uint64
 
 	lastVersions atomic.Pointer[kmsg.ApiVersionsResponse]
 }
@@ -126,6 +131,7 @@ func New(opts Options) (*Server, error) {
 		onRefused: opts.OnRefused,
 		refuses:   opts.Refuses,
 		conns:     map[*clientConn]struct{}{},
+		perIP:     map[netip.Addr]int{},
 	}
 	s.chains = make([][]filter.Filter, maxKey)
 	for k := int16(0); k < maxKey; k++ {
@@ -342,8 +348,16 @@ func (s *Server) accept(g *group, ln net.Listener, nodeID int32) {
 			nc.Close()
 			return
 		}
+		ip := clientIP(nc)
+		if reason := s.overLimit(ip); reason != "" {
+			s.mu.Unlock()
+			nc.Close()
+			s.refused(g, ip, reason)
+			continue
+		}
 		c := newClientConn(s, g, nc, nodeID)
 		s.conns[c] = struct{}{}
+		s.perIP[ip]++
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
@@ -351,8 +365,45 @@ func (s *Server) accept(g *group, ln net.Listener, nodeID int32) {
 			c.serve()
 			s.mu.Lock()
 			delete(s.conns, c)
+			if s.perIP[ip]--; s.perIP[ip] <= 0 {
+				delete(s.perIP, ip)
+			}
 			s.mu.Unlock()
 		}()
+	}
+}
+
+// clientIP is the address a connection comes from (unmapped, so that an
+// IPv4 client counts the same on a dual-stack listener).
+func clientIP(nc net.Conn) netip.Addr {
+	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// overLimit names the bound a new connection from ip would be over, or
+// returns "". Called with s.mu held.
+func (s *Server) overLimit(ip netip.Addr) string {
+	if m := s.cfg.MaxConnections; m > 0 && len(s.conns) >= m {
+		return "max_connections"
+	}
+	if m := s.cfg.MaxConnectionsPerIP; m > 0 && s.perIP[ip] >= m {
+		return "max_connections_per_ip"
+	}
+	return ""
+}
+
+// refused counts a connection closed as it was accepted, and logs it at
+// most once a second.
+func (s *Server) refused(g *group, ip netip.Addr, reason string) {
+	s.m.connsRefused.WithLabelValues(g.cfg.Name, reason).Inc()
+	now := time.Now().UnixNano()
+	if last := s.refusedLog.Load(); now-last >= int64(time.Second) && s.refusedLog.CompareAndSwap(last, now) {
+		s.log.Warn("refusing client connections over a connection bound", zap.String("listener", g.cfg.Name),
+			zap.String("client_ip", ip.String()), zap.String("bound", reason),
+			zap.Int("max_connections", s.cfg.MaxConnections), zap.Int("max_connections_per_ip", s.cfg.MaxConnectionsPerIP))
 	}
 }
 
