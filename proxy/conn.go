@@ -411,6 +411,7 @@ func (c *clientConn) readLoop() (drained bool) {
 				c.saslFrameTooLarge(err)
 			case errors.Is(err, errIdle):
 				c.log.Debug("closing idle connection", zap.Duration("connections_max_idle", c.s.cfg.ConnectionsMaxIdle))
+				c.s.m.connsIdle.WithLabelValues(c.g.cfg.Name).Inc()
 			case errors.Is(err, errAuthTimeout):
 				c.log.Info("closing connection: not authenticated in time", zap.Duration("authentication_timeout", c.s.cfg.AuthenticationTimeout))
 				c.authEvent("none", nil, &filter.AuthError{Reason: "timeout", Message: err.Error(), Gateway: true})

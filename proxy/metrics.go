@@ -21,6 +21,7 @@ type metrics struct {
 	connsOpen      *prometheus.GaugeVec
 	connsTotal     *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
+	connsIdle      *prometheus.CounterVec
 	requests       *prometheus.CounterVec
 	bytesIn        prometheus.Counter
 	bytesOut       prometheus.Counter
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_connections_refused_total",
 			Help: "Client connections closed as they were accepted, by listener and the bound they were over (max_connections, max_connections_per_ip).",
 		}, []string{"listener", "reason"}),
+		connsIdle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_connections_idle_closed_total",
+			Help: "Client connections the gateway closed after connections_max_idle without a request or an answer owed, by listener.",
+		}, []string{"listener"}),
 		connsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_connections_total",
 			Help: "Client connections accepted, by listener group.",
@@ -99,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "sluice_proxy_spliced_bytes_total",
 		Help: "Bytes handed from one socket to the other by the kernel (splice) instead of copied through a buffer; plain TCP on both sides only (TLS always copies). Counts the whole process.",
 	}, func() float64 { return float64(splicedBytes.Load()) })
-	reg.MustRegister(m.connsOpen, m.connsTotal, m.connsRefused, m.requests, m.bytesIn, m.bytesOut,
+	reg.MustRegister(m.connsOpen, m.connsTotal, m.connsRefused, m.connsIdle, m.requests, m.bytesIn, m.bytesOut,
 		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed, spliced)
 
 	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)
