@@ -192,6 +192,27 @@ func (w *walker) value(n *node) error {
 				}
 				continue
 			}
+			if a := f.act; a != nil && w.write && a.kind != actExtract && (f.kind == kString || f.kind == kBytes) {
+				// Inline the common masked leaf: skip it as above,
+				// then write its replacement.
+				start := w.pos
+				var l int64
+				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
+					b := w.src[p]
+					l, w.pos = int64(b>>1)^-int64(b&1), p+1
+				} else {
+					var err error
+					if l, err = w.longSlow(); err != nil {
+						return err
+					}
+				}
+				if l < 0 || l > int64(len(w.src)-w.pos) {
+					return errLength
+				}
+				w.pos += int(l)
+				w.replace(f, start)
+				continue
+			}
 			if err := w.value(f); err != nil {
 				return err
 			}
