@@ -60,6 +60,11 @@ type clientConn struct {
 	saslRaw       bool // after SaslHandshake v0: raw tokens follow
 	sessionExpiry time.Time
 
+	// upRenew, if set, is when the upstream SASL session is close to its
+	// end: the connection closes at the next request boundary after it,
+	// with nothing owed, and the client reconnects (owned by the read loop).
+	upRenew time.Time
+
 	// outstanding counts exchanges queued for the write loop and not yet
 	// answered: a connection owed answers is not idle.
 	outstanding atomic.Int32
@@ -258,29 +263,43 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 var (
 	errIdle        = errors.New("proxy: connection idle for connections_max_idle")
 	errAuthTimeout = errors.New("proxy: not authenticated within authentication_timeout")
+	// errUpstreamSession: the gateway's SASL session with the upstream
+	// broker is ending (KIP-368); the client reconnects and gets a fresh
+	// one, with nothing lost: no request is read after it, none is owed.
+	errUpstreamSession = errors.New("proxy: the upstream SASL session ends")
 )
 
 // await waits for the first byte of the next request under the
 // connection's deadlines: authentication_timeout from the accept while a
 // SASL listener's connection has not authenticated, else
 // connections_max_idle, which a connection owed answers does not count
-// against (a long poll, a rebalance). Then the frame itself gets as long
-// again to arrive. The first byte is peeked, not read, so a wait that
-// times out consumes nothing and can be resumed.
+// against (a long poll, a rebalance), and the upstream session's end
+// (upRenew). Then the frame itself gets connections_max_idle to arrive.
+// The first byte is peeked, not read, so a wait that times out consumes
+// nothing and can be resumed.
 func (c *clientConn) await() error {
 	idle, auth := c.s.cfg.ConnectionsMaxIdle, c.s.cfg.AuthenticationTimeout
 	authWait := c.authRequired && !c.authenticated && auth > 0
-	if idle <= 0 && !authWait {
+	renew := c.upRenew
+	if authWait {
+		renew = time.Time{}
+	}
+	if idle <= 0 && !authWait && renew.IsZero() {
 		return nil
 	}
-	deadline := func() time.Time {
-		if authWait {
-			return c.fc.Opened.Add(auth)
+	since := time.Now()
+	for c.br.Buffered() == 0 && (renew.IsZero() || time.Now().Before(renew)) {
+		var dl time.Time
+		switch {
+		case authWait:
+			dl = c.fc.Opened.Add(auth)
+		case idle > 0:
+			dl = since.Add(idle)
 		}
-		return time.Now().Add(idle)
-	}
-	for c.br.Buffered() == 0 {
-		_ = c.nc.SetReadDeadline(deadline())
+		if !renew.IsZero() && (dl.IsZero() || renew.Before(dl)) {
+			dl = renew
+		}
+		_ = c.nc.SetReadDeadline(dl)
 		// drain sets a deadline in the past after closing draining:
 		// checked after setting ours, one of the two is seen.
 		select {
@@ -303,11 +322,34 @@ func (c *clientConn) await() error {
 		if authWait {
 			return errAuthTimeout
 		}
-		if c.outstanding.Load() == 0 {
-			return errIdle
+		if idle > 0 && !time.Now().Before(since.Add(idle)) {
+			if c.outstanding.Load() == 0 {
+				return errIdle
+			}
+			since = time.Now()
 		}
 	}
-	_ = c.nc.SetReadDeadline(deadline())
+	if !renew.IsZero() && !time.Now().Before(renew) {
+		// Close at this boundary once every answer owed is written;
+		// a request the client sent meanwhile is not read, so it was
+		// never forwarded and the client's retry is safe.
+		for c.outstanding.Load() > 0 {
+			select {
+			case <-c.closed:
+				return net.ErrClosed
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		return errUpstreamSession
+	}
+	switch {
+	case authWait:
+		_ = c.nc.SetReadDeadline(c.fc.Opened.Add(auth))
+	case idle > 0:
+		_ = c.nc.SetReadDeadline(time.Now().Add(idle))
+	default:
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
 	return nil
 }
 
@@ -412,6 +454,9 @@ func (c *clientConn) readLoop() (drained bool) {
 			case errors.Is(err, errIdle):
 				c.log.Debug("closing idle connection", zap.Duration("connections_max_idle", c.s.cfg.ConnectionsMaxIdle))
 				c.s.m.connsIdle.WithLabelValues(c.g.cfg.Name).Inc()
+			case errors.Is(err, errUpstreamSession):
+				c.log.Info("closing connection at a request boundary: the gateway's upstream SASL session ends (KIP-368); the client reconnects",
+					zap.Time("upstream_session_renew_at", c.upRenew))
 			case errors.Is(err, errAuthTimeout):
 				c.log.Info("closing connection: not authenticated in time", zap.Duration("authentication_timeout", c.s.cfg.AuthenticationTimeout))
 				c.authEvent("none", nil, &filter.AuthError{Reason: "timeout", Message: err.Error(), Gateway: true})
@@ -853,6 +898,12 @@ func (c *clientConn) connectUpstream() error {
 		}
 		c.up = up
 		c.upRaw = up.Conn
+		if up.lifetime > 0 {
+			// A margin of a tenth (at least 100ms, at most half) for
+			// the answers owed then to arrive.
+			margin := min(max(up.lifetime/10, 100*time.Millisecond), up.lifetime/2)
+			c.upRenew = up.authStart.Add(up.lifetime - margin)
+		}
 		c.upVers = up.versions
 		c.versions = intersectVersions(up.versions, c.authRequired, c.s.refuses)
 		c.s.cacheVersions(up.versions)

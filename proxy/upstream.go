@@ -80,6 +80,11 @@ func (cfg UpstreamConfig) KgoOpts() ([]kgo.Opt, error) {
 type upConn struct {
 	net.Conn
 	versions *kmsg.ApiVersionsResponse
+	// lifetime is the SASL session lifetime the broker gave (KIP-368,
+	// connections.max.reauth.ms), counted from authStart; 0: none. The
+	// broker closes the connection on its first use after it ends.
+	lifetime  time.Duration
+	authStart time.Time
 }
 
 // dial connects to addr, negotiates versions and authenticates.
@@ -165,6 +170,7 @@ func (u *upstream) handshake(ctx context.Context, uc *upConn, addr string) error
 			authVersion = k.MaxVersion
 		}
 	}
+	uc.authStart = time.Now()
 	for {
 		ar := kmsg.NewPtrSASLAuthenticateRequest()
 		ar.SetVersion(authVersion)
@@ -179,6 +185,9 @@ func (u *upstream) handshake(ctx context.Context, uc *upConn, addr string) error
 				detail = ": " + *arResp.ErrorMessage
 			}
 			return fmt.Errorf("proxy: upstream %s sasl authenticate as %q: %w%s", addr, u.cfg.SASL.Username, err, detail)
+		}
+		if arResp.SessionLifetimeMillis > 0 {
+			uc.lifetime = time.Duration(arResp.SessionLifetimeMillis) * time.Millisecond
 		}
 		done, next, err := sess.Challenge(arResp.SASLAuthBytes)
 		if err != nil {

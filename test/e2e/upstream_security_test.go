@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -119,4 +120,64 @@ func TestUpstreamSecurity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpstreamSessionLifetime: the cluster gives the gateway's SASL
+// sessions a lifetime (connections.max.reauth.ms 1500, KIP-368); a broker
+// closes a connection used after its session ends. The gateway closes each
+// client connection at a request boundary before its upstream session
+// ends, with nothing owed, so a producer (franz-go) and a consumer
+// (librdkafka, kcat) working across several lifetimes see every record
+// acknowledged and delivered, and the gateway authenticated upstream again.
+func TestUpstreamSessionLifetime(t *testing.T) {
+	t.Parallel()
+	const topic = "e2e-upstream-reauth"
+	cluster := harness.StartClusterWith(t, harness.ClusterConfig{Brokers: 3, Opts: []kfake.Opt{
+		kfake.SeedTopics(3, topic), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "sluice-gw", "upstream-secret"),
+		kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "1500"}),
+	}})
+	gw := harness.StartGateway(t, cluster, map[string]any{"upstream": map[string]any{
+		"sasl": map[string]any{"mechanism": "SCRAM-SHA-256", "username": "sluice-gw", "password_env": "SLUICE_E2E_UPSTREAM_PASSWORD"},
+	}}, "SLUICE_E2E_UPSTREAM_PASSWORD=upstream-secret")
+	// Connections the brokers accepted from the gateway: its own clients
+	// (metadata) re-authenticate in place, as franz-go does, so new ones
+	// are the data path reconnecting.
+	upstreamConns := func() int {
+		n := 0
+		for _, c := range cluster.Conns() {
+			if c.Owner == "gateway" {
+				n++
+			}
+		}
+		return n
+	}
+
+	k := &kgoClient{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := k.newClient(t, gw.Bootstrap, kgo.DefaultProduceTopic(topic))
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("reauth-warmup")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	before := upstreamConns()
+	var want []string
+	for start := time.Now(); time.Since(start) < 5*time.Second; {
+		v := fmt.Sprintf("reauth-%d", len(want))
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatalf("produce %s across upstream session lifetimes: %v", v, err)
+		}
+		want = append(want, v)
+		time.Sleep(50 * time.Millisecond)
+	}
+	// One producer connection, renewed about every 1.35s for 5s.
+	if after := upstreamConns(); after < before+2 {
+		t.Fatalf("the gateway did not reconnect upstream before its 1.5s sessions ended: %d upstream connections before 5s of producing, %d after", before, after)
+	}
+	kc := kcatClient{}
+	if err := kc.available(); err != nil {
+		t.Skipf("kcat: %v", err)
+	}
+	got := kc.consume(ctx, t, gw.Bootstrap, topic, len(want)+1)
+	assertSameValues(t, got, append([]string{"reauth-warmup"}, want...))
 }
