@@ -137,7 +137,8 @@ func TestMixedAllowDeny(t *testing.T) {
 		}, fwd: []string{"group:ok.g1", "group:ok.g1/topic:ok.t", "group:ok.g1/topic:no.t", "group:ok.g2"}, want: map[string]int16{
 			"group:ok.g1": 0, "group:ok.g1/topic:ok.t": 0, "group:ok.g1/topic:no.t": errTopic,
 			"group:ok.g2": 0, "group:ok.g2/topic:ok.t": 0, "group:ok.g2/topic:no.t": absent, "group:ok.g2/topic:no.u": absent,
-			"group:no.g": errGroup, "group:no.g/topic:ok.t": errGroup, "group:no.h": errGroup,
+			// A refused group lists no topics, as Kafka answers it.
+			"group:no.g": errGroup, "group:no.g/topic:ok.t": absent, "group:no.h": errGroup,
 		}},
 		{name: "DescribeGroups", req: func() kmsg.Request {
 			r := kmsg.NewPtrDescribeGroupsRequest()
@@ -273,7 +274,7 @@ func TestMixedAllowDeny(t *testing.T) {
 				if got := keys(resources(x.Request)); !reflect.DeepEqual(got, sorted(tt.fwd)) {
 					t.Fatalf("forwarded %v, want %v", got, sorted(tt.fwd))
 				}
-				up, err := kafkaerr.ErrorResponse(x.Request, 0) // the upstream's echo, no errors
+				up, err := upstreamEcho(x.Request)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -378,4 +379,43 @@ func sorted(s []string) []string {
 	out := append([]string{}, s...)
 	sort.Strings(out)
 	return out
+}
+
+// upstreamEcho is what the broker answers a request it serves in full, with
+// no errors: every resource the request named. kafkaerr's refusal echoes
+// them too, except OffsetFetch v2+, whose refusal (as Kafka's) lists none;
+// for it the answer is built from the request here.
+func upstreamEcho(req kmsg.Request) (kmsg.Response, error) {
+	of, ok := req.(*kmsg.OffsetFetchRequest)
+	if !ok || of.Version < 2 {
+		return kafkaerr.ErrorResponse(req, 0)
+	}
+	resp := kmsg.NewPtrOffsetFetchResponse()
+	resp.SetVersion(of.Version)
+	for _, rt := range of.Topics {
+		t := kmsg.NewOffsetFetchResponseTopic()
+		t.Topic = rt.Topic
+		for _, p := range rt.Partitions {
+			tp := kmsg.NewOffsetFetchResponseTopicPartition()
+			tp.Partition, tp.Offset, tp.LeaderEpoch = p, -1, -1
+			t.Partitions = append(t.Partitions, tp)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	for _, rg := range of.Groups {
+		g := kmsg.NewOffsetFetchResponseGroup()
+		g.Group = rg.Group
+		for _, rt := range rg.Topics {
+			t := kmsg.NewOffsetFetchResponseGroupTopic()
+			t.Topic, t.TopicID = rt.Topic, rt.TopicID
+			for _, p := range rt.Partitions {
+				tp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+				tp.Partition, tp.Offset, tp.LeaderEpoch = p, -1, -1
+				t.Partitions = append(t.Partitions, tp)
+			}
+			g.Topics = append(g.Topics, t)
+		}
+		resp.Groups = append(resp.Groups, g)
+	}
+	return resp, nil
 }

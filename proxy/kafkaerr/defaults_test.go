@@ -149,7 +149,7 @@ func TestRefusedPartitionDefaults(t *testing.T) {
 			want: map[string]any{"LeaderEpoch": int32(-1), "EndOffset": int64(-1)},
 		},
 		{
-			name: "OffsetFetch topics", minV: 0, maxV: 7,
+			name: "OffsetFetch topics", minV: 0, maxV: 1,
 			req: func(int16) kmsg.Request {
 				req := topicReq(9).(*kmsg.OffsetFetchRequest)
 				req.Group = "g"
@@ -162,32 +162,6 @@ func TestRefusedPartitionDefaults(t *testing.T) {
 				for _, t := range r.(*kmsg.OffsetFetchResponse).Topics {
 					for _, p := range t.Partitions {
 						out = append(out, p)
-					}
-				}
-				return out
-			},
-			want: map[string]any{"Offset": int64(-1), "LeaderEpoch": int32(-1), "Metadata": kmsg.StringPtr("")},
-		},
-		{
-			name: "OffsetFetch groups", minV: 8, maxV: -1,
-			req: func(int16) kmsg.Request {
-				req := topicReq(9).(*kmsg.OffsetFetchRequest)
-				for _, g := range []string{"g1", "g2"} {
-					rg := kmsg.NewOffsetFetchRequestGroup()
-					rg.Group = g
-					tp := kmsg.NewOffsetFetchRequestGroupTopic()
-					tp.Topic, tp.TopicID, tp.Partitions = "t", [16]byte{1}, []int32{0, 2}
-					rg.Topics = append(rg.Topics, tp)
-					req.Groups = append(req.Groups, rg)
-				}
-				return req
-			},
-			parts: func(r kmsg.Response) (out []any) {
-				for _, g := range r.(*kmsg.OffsetFetchResponse).Groups {
-					for _, t := range g.Topics {
-						for _, p := range t.Partitions {
-							out = append(out, p)
-						}
 					}
 				}
 				return out
@@ -243,4 +217,51 @@ func show(v any) string {
 		return fmt.Sprintf("%q", *s)
 	}
 	return fmt.Sprint(v)
+}
+
+// TestOffsetFetchRefusal checks the refused OffsetFetch against Kafka's
+// OffsetFetchRequest.getErrorResponse for every version: v0-1 echo each
+// partition with the error (they have no top-level error), v2-7 carry it
+// at the top with no topics, v8+ on every group asked for, with no topics.
+func TestOffsetFetchRefusal(t *testing.T) {
+	code := kerr.GroupAuthorizationFailed.Code
+	for v := int16(0); v <= kmsg.NewPtrOffsetFetchRequest().MaxVersion(); v++ {
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.SetVersion(v)
+		req.Group = "g"
+		tp := kmsg.NewOffsetFetchRequestTopic()
+		tp.Topic, tp.Partitions = "t", []int32{0, 2}
+		req.Topics = append(req.Topics, tp)
+		for _, g := range []string{"g1", "g2"} {
+			rg := kmsg.NewOffsetFetchRequestGroup()
+			rg.Group = g
+			gt := kmsg.NewOffsetFetchRequestGroupTopic()
+			gt.Topic, gt.Partitions = "t", []int32{0}
+			rg.Topics = append(rg.Topics, gt)
+			req.Groups = append(req.Groups, rg)
+		}
+		r, err := ErrorResponse(req, code)
+		if err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		back := kmsg.NewPtrOffsetFetchResponse()
+		back.SetVersion(v)
+		if err := back.ReadFrom(r.AppendTo(nil)); err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		switch {
+		case v < 2:
+			if len(back.Topics) != 1 || len(back.Topics[0].Partitions) != 2 || back.Topics[0].Partitions[1].ErrorCode != code {
+				t.Errorf("v%d: want the two partitions asked for, each with the error: %+v", v, back.Topics)
+			}
+		case v < 8:
+			if back.ErrorCode != code || len(back.Topics) != 0 {
+				t.Errorf("v%d: want the error at the top and no topics, got %d and %+v", v, back.ErrorCode, back.Topics)
+			}
+		default:
+			if len(back.Groups) != 2 || back.Groups[0].Group != "g1" || back.Groups[1].ErrorCode != code || len(back.Groups[0].Topics) != 0 {
+				t.Errorf("v%d: want both groups with the error and no topics: %+v", v, back.Groups)
+			}
+		}
+	}
 }

@@ -27,11 +27,18 @@ func init() {
 			resp.Topics = append(resp.Topics, rt)
 		}
 	})
-	// OffsetFetch: a refused partition has no committed offset (-1), no
-	// leader epoch (-1) and empty metadata, as Kafka answers it.
+	// OffsetFetch, as Kafka answers a refused request
+	// (OffsetFetchRequest.getErrorResponse): v0-1 have no top-level error,
+	// so each partition asked for carries it, with no committed offset
+	// (-1), no leader epoch (-1) and empty metadata; v2-7 carry it at the
+	// top and list no topics; v8+ carry it on each group, with no topics.
 	register(9, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.OffsetFetchRequest), s.(*kmsg.OffsetFetchResponse)
-		if req.Version < 8 {
+		if req.Version >= 2 && req.Version < 8 {
+			resp.ErrorCode = code
+			return
+		}
+		if req.Version < 2 {
 			resp.ErrorCode = code
 			for _, t := range req.Topics {
 				rt := kmsg.NewOffsetFetchResponseTopic()
@@ -49,17 +56,6 @@ func init() {
 		for _, g := range req.Groups {
 			rg := kmsg.NewOffsetFetchResponseGroup()
 			rg.Group, rg.ErrorCode = g.Group, code
-			for _, t := range g.Topics {
-				rt := kmsg.NewOffsetFetchResponseGroupTopic()
-				rt.Topic, rt.TopicID = t.Topic, t.TopicID
-				for _, p := range t.Partitions {
-					rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
-					rp.Partition, rp.ErrorCode = p, code
-					rp.Offset, rp.LeaderEpoch, rp.Metadata = -1, -1, kmsg.StringPtr(noMetadata)
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				rg.Topics = append(rg.Topics, rt)
-			}
 			resp.Groups = append(resp.Groups, rg)
 		}
 	})
