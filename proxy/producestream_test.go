@@ -335,8 +335,12 @@ func TestStreamedProduceThroughFilters(t *testing.T) {
 	e := newTestEnv(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Record.Partition is used only with the manual partitioner (the
+	// default, sticky one, spread the records over two partitions at
+	// times, and the test then saw two).
 	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(1 << 20),
-		kgo.MaxBufferedBytes(64 << 20), kgo.ProducerLinger(20 * time.Millisecond), kgo.ProducerBatchCompression(kgo.NoCompression())}
+		kgo.MaxBufferedBytes(64 << 20), kgo.ProducerLinger(20 * time.Millisecond), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner())}
 	prod := e.client(t, opts...)
 	want := map[string]bool{}
 	const n = 12
