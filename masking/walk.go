@@ -106,6 +106,35 @@ func (w *walker) advance(n int) error {
 	return nil
 }
 
+// skipLenFast advances over a bytes or string value in a record walk, its
+// length prefix and content, when the prefix is one byte and the content
+// fits, and reports whether it did; skipLenSlow takes every other case,
+// errors included (a length that is negative or runs past the value is
+// errLength). The fast half is small enough to be inlined.
+func (w *walker) skipLenFast() bool {
+	// A one-byte zigzag varint below 0x80 with its low bit clear is the
+	// length b>>1.
+	if p := w.pos; uint(p) < uint(len(w.src)) {
+		if b := w.src[p]; b&0x81 == 0 && int(b>>1) < len(w.src)-p {
+			w.pos = p + 1 + int(b>>1)
+			return true
+		}
+	}
+	return false
+}
+
+func (w *walker) skipLenSlow() error {
+	l, err := w.long()
+	if err != nil {
+		return err
+	}
+	if l < 0 || l > int64(len(w.src)-w.pos) {
+		return errLength
+	}
+	w.pos += int(l)
+	return nil
+}
+
 // lenPrefixed reads a bytes/string length prefix and returns the content.
 func (w *walker) lenPrefixed() ([]byte, error) {
 	var l int64
@@ -158,20 +187,11 @@ func (w *walker) value(n *node) error {
 				// Inline the common untouched leaves.
 				switch f.kind {
 				case kString, kBytes:
-					var l int64
-					if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
-						b := w.src[p]
-						l, w.pos = int64(b>>1)^-int64(b&1), p+1
-					} else {
-						var err error
-						if l, err = w.longSlow(); err != nil {
+					if !w.skipLenFast() {
+						if err := w.skipLenSlow(); err != nil {
 							return err
 						}
 					}
-					if l < 0 || l > int64(len(w.src)-w.pos) {
-						return errLength
-					}
-					w.pos += int(l)
 					continue
 				case kLong:
 					p := varintEnd(w.src, w.pos)
@@ -196,20 +216,11 @@ func (w *walker) value(n *node) error {
 				// Inline the common masked leaf: skip it as above,
 				// then write its replacement.
 				start := w.pos
-				var l int64
-				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
-					b := w.src[p]
-					l, w.pos = int64(b>>1)^-int64(b&1), p+1
-				} else {
-					var err error
-					if l, err = w.longSlow(); err != nil {
+				if !w.skipLenFast() {
+					if err := w.skipLenSlow(); err != nil {
 						return err
 					}
 				}
-				if l < 0 || l > int64(len(w.src)-w.pos) {
-					return errLength
-				}
-				w.pos += int(l)
 				w.replace(f, start)
 				continue
 			}
@@ -341,20 +352,11 @@ func (w *walker) skip(n *node) error {
 			// Inline the common leaves; recurse for the rest.
 			switch f.kind {
 			case kString, kBytes:
-				var l int64
-				if p := w.pos; p < len(w.src) && w.src[p] < 0x80 {
-					b := w.src[p]
-					l, w.pos = int64(b>>1)^-int64(b&1), p+1
-				} else {
-					var err error
-					if l, err = w.longSlow(); err != nil {
+				if !w.skipLenFast() {
+					if err := w.skipLenSlow(); err != nil {
 						return err
 					}
 				}
-				if l < 0 || l > int64(len(w.src)-w.pos) {
-					return errLength
-				}
-				w.pos += int(l)
 				continue
 			case kLong:
 				p := varintEnd(w.src, w.pos)
