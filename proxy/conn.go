@@ -89,9 +89,9 @@ type pending struct {
 	tSent      time.Time
 }
 
-func newClientConn(s *Server, g *group, nc net.Conn, nodeID int32) *clientConn {
+// newClientConn sets up a connection accepted from ap (its remote address).
+func newClientConn(s *Server, g *group, nc net.Conn, ap netip.AddrPort, nodeID int32) *clientConn {
 	id := s.nextID.Add(1)
-	ap, _ := netip.ParseAddrPort(nc.RemoteAddr().String())
 	fc := &filter.Conn{ID: id, Listener: g.cfg.Name, ClientAddr: ap, NodeID: nodeID, Opened: time.Now()}
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &clientConn{
@@ -478,7 +478,7 @@ func (c *clientConn) readLoop() (drained bool) {
 			continue
 		}
 		h, err := parseRequestHeader(frame)
-		if rest > 0 && err == nil && (h.Key == keyApiVersions || h.Key == keySaslHandshake || h.Key == keySaslAuthenticate) && len(frame)+rest > int(c.saslFrameLimit()) {
+		if rest > 0 && err == nil && gatewayLocal(h.Key) && len(frame)+rest > int(c.saslFrameLimit()) {
 			// Only a large frame can be over the limit, and only a
 			// large frame is read in part: one from an authenticated
 			// client (before authentication readRequest bounds all).
@@ -526,11 +526,7 @@ func (c *clientConn) saslFrameTooLarge(err error) {
 // seen in what was read; or, for a Produce request under filters, it names
 // one topic and every filter can take it streamed (producestream.go).
 func (c *clientConn) cutThrough(h requestHeader, body []byte) bool {
-	switch h.Key {
-	case keyApiVersions, keySaslHandshake, keySaslAuthenticate:
-		return false
-	}
-	if apiFor(h.Key) == nil {
+	if gatewayLocal(h.Key) || apiFor(h.Key) == nil {
 		return false
 	}
 	chain := c.s.chains[h.Key]
@@ -548,7 +544,7 @@ func (c *clientConn) cutThrough(h requestHeader, body []byte) bool {
 // dispatch handles one parsed request; false closes the connection. rest
 // is the unread tail of a cut-through frame.
 func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest int, tRead time.Time) bool {
-	if c.authRequired && !c.authenticated && h.Key != keyApiVersions && h.Key != keySaslHandshake && h.Key != keySaslAuthenticate {
+	if c.authRequired && !c.authenticated && !gatewayLocal(h.Key) {
 		putBuf(buf)
 		c.log.Warn("closing connection: request before SASL authentication", zap.String("api", apiName(h.Key)))
 		c.s.m.request(h.Key, outcomeError)

@@ -348,14 +348,17 @@ func (s *Server) accept(g *group, ln net.Listener, nodeID int32) {
 			nc.Close()
 			return
 		}
-		ip := clientIP(nc)
+		ap, _ := netip.ParseAddrPort(nc.RemoteAddr().String())
+		// Unmapped, so that an IPv4 client counts the same on a
+		// dual-stack listener.
+		ip := ap.Addr().Unmap()
 		if reason := s.overLimit(ip); reason != "" {
 			s.mu.Unlock()
 			nc.Close()
 			s.refused(g, ip, reason)
 			continue
 		}
-		c := newClientConn(s, g, nc, nodeID)
+		c := newClientConn(s, g, nc, ap, nodeID)
 		s.conns[c] = struct{}{}
 		s.perIP[ip]++
 		s.wg.Add(1)
@@ -371,16 +374,6 @@ func (s *Server) accept(g *group, ln net.Listener, nodeID int32) {
 			s.mu.Unlock()
 		}()
 	}
-}
-
-// clientIP is the address a connection comes from (unmapped, so that an
-// IPv4 client counts the same on a dual-stack listener).
-func clientIP(nc net.Conn) netip.Addr {
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // overLimit names the bound a new connection from ip would be over, or

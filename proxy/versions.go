@@ -20,6 +20,13 @@ const (
 	keySaslAuthenticate int16 = 36
 )
 
+// gatewayLocal reports whether key is one the gateway answers itself: the
+// only requests allowed before authentication, never cut through, and
+// bounded by max_sasl_frame_bytes.
+func gatewayLocal(key int16) bool {
+	return key == keyApiVersions || key == keySaslHandshake || key == keySaslAuthenticate
+}
+
 // intersectVersions computes the table for a connection from the upstream's
 // ApiVersions response. Keys the gateway does not know are dropped. SASL keys
 // are served by the gateway when saslEnabled, whatever the upstream says.
