@@ -93,6 +93,31 @@ func newTestEnvWith(t *testing.T, edit func(*Config), filters ...filter.Filter) 
 	return e
 }
 
+// holdKey makes the cluster hold every request of key until release is
+// closed; entered is closed once the first has reached it.
+func (e *testEnv) holdKey(key int16) (release, entered chan struct{}) {
+	release, entered = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.kf.ControlKey(key, func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() { close(entered) })
+		<-release
+		return nil, nil, false
+	})
+	return release, entered
+}
+
+// listOffsetsLatest asks for the end offset of partition 0 of topic.
+func listOffsetsLatest(topic string) *kmsg.ListOffsetsRequest {
+	req := kmsg.NewPtrListOffsetsRequest()
+	tp := kmsg.NewListOffsetsRequestTopic()
+	tp.Topic = topic
+	p := kmsg.NewListOffsetsRequestTopicPartition()
+	p.Timestamp = -1
+	tp.Partitions = append(tp.Partitions, p)
+	req.Topics = append(req.Topics, tp)
+	return req
+}
+
 type recordingListener struct {
 	net.Listener
 	e *testEnv
@@ -328,23 +353,10 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	}
 	// Hold ListOffsets in the broker, shut the gateway down meanwhile: the
 	// answer still arrives.
-	release, entered := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e.kf.ControlKey(2, func(kmsg.Request) (kmsg.Response, error, bool) {
-		once.Do(func() { close(entered) })
-		<-release
-		return nil, nil, false
-	})
+	release, entered := e.holdKey(2)
 	done := make(chan error, 1)
 	go func() {
-		req := kmsg.NewPtrListOffsetsRequest()
-		tp := kmsg.NewListOffsetsRequestTopic()
-		tp.Topic = "drain"
-		p := kmsg.NewListOffsetsRequestTopicPartition()
-		p.Timestamp = -1
-		tp.Partitions = append(tp.Partitions, p)
-		req.Topics = append(req.Topics, tp)
-		_, err := req.RequestWith(ctx, cl)
+		_, err := listOffsetsLatest("drain").RequestWith(ctx, cl)
 		done <- err
 	}()
 	<-entered // the request is in the broker, through the gateway
@@ -692,22 +704,10 @@ func TestIdleConnections(t *testing.T) {
 	})
 
 	t.Run("answer pending", func(t *testing.T) {
-		release, entered := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		e.kf.ControlKey(2, func(kmsg.Request) (kmsg.Response, error, bool) {
-			once.Do(func() { close(entered) })
-			<-release
-			return nil, nil, false
-		})
+		release, entered := e.holdKey(2)
 		r := dial()
-		req := kmsg.NewPtrListOffsetsRequest()
+		req := listOffsetsLatest("idle")
 		req.SetVersion(4)
-		tp := kmsg.NewListOffsetsRequestTopic()
-		tp.Topic = "idle"
-		p := kmsg.NewListOffsetsRequestTopicPartition()
-		p.Timestamp = -1
-		tp.Partitions = append(tp.Partitions, p)
-		req.Topics = append(req.Topics, tp)
 		r.send(req)
 		<-entered
 		time.Sleep(3 * idle) // owed an answer all along

@@ -89,6 +89,21 @@ func newSASLEnvWith(t *testing.T, lifetime time.Duration, edit func(*Config)) (s
 	return srv.Addrs()["default"], events
 }
 
+// wantAuthFailure waits for the next authentication event and fails the
+// test unless it is a failure with reason.
+func wantAuthFailure(t *testing.T, events chan authEvent, reason, what string) {
+	t.Helper()
+	select {
+	case ev := <-events:
+		var ae *filter.AuthError
+		if !errors.As(ev.err, &ae) || ae.Reason != reason {
+			t.Fatalf("%s: auth event %+v, want reason %s", what, ev, reason)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: no authentication failure reported", what)
+	}
+}
+
 // rawClient speaks hand-made frames to the gateway.
 type rawClient struct {
 	t *testing.T
@@ -327,18 +342,6 @@ func TestSASLWithFranzGo(t *testing.T) {
 // counted as an authentication failure.
 func TestSASLFrameLimit(t *testing.T) {
 	addr, events := newSASLEnv(t, 0)
-	failure := func(what string) {
-		t.Helper()
-		select {
-		case ev := <-events:
-			var ae *filter.AuthError
-			if !errors.As(ev.err, &ae) || ae.Reason != "frame_too_large" {
-				t.Fatalf("%s: auth event %+v, want reason frame_too_large", what, ev)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: no authentication failure reported", what)
-		}
-	}
 	sizePrefix := func(r *rawClient, n uint32) {
 		var sz [4]byte
 		binary.BigEndian.PutUint32(sz[:], n)
@@ -354,7 +357,7 @@ func TestSASLFrameLimit(t *testing.T) {
 	if !r.closed() {
 		t.Fatal("a frame over max_sasl_frame_bytes before authentication was not refused on its size")
 	}
-	failure("size prefix before authentication")
+	wantAuthFailure(t, events, "frame_too_large", "size prefix before authentication")
 
 	// Under the limit but large (cut-through size): read and answered
 	// like any SaslAuthenticate before a handshake.
@@ -400,7 +403,7 @@ func TestSASLFrameLimit(t *testing.T) {
 	if !r.closed() {
 		t.Fatal("a SaslAuthenticate over max_sasl_frame_bytes after authentication was not refused")
 	}
-	failure("re-authentication frame")
+	wantAuthFailure(t, events, "frame_too_large", "re-authentication frame")
 }
 
 // TestAuthenticationTimeout: a connection on a SASL listener that has not
@@ -410,18 +413,6 @@ func TestSASLFrameLimit(t *testing.T) {
 func TestAuthenticationTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	addr, events := newSASLEnvWith(t, 0, func(c *Config) { c.AuthenticationTimeout = timeout })
-	timedOut := func(what string) {
-		t.Helper()
-		select {
-		case ev := <-events:
-			var ae *filter.AuthError
-			if !errors.As(ev.err, &ae) || ae.Reason != "timeout" {
-				t.Fatalf("%s: auth event %+v, want reason timeout", what, ev)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: no authentication failure reported", what)
-		}
-	}
 	for _, tc := range []struct {
 		name string
 		run  func(r *rawClient)
@@ -439,7 +430,7 @@ func TestAuthenticationTimeout(t *testing.T) {
 			if el := time.Since(start); el < timeout {
 				t.Fatalf("closed after %v, before the %v timeout", el, timeout)
 			}
-			timedOut(tc.name)
+			wantAuthFailure(t, events, "timeout", tc.name)
 		})
 	}
 	r := dialRaw(t, addr)
