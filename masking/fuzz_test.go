@@ -68,8 +68,15 @@ func FuzzRewriteBatches(f *testing.F) {
 		f.Add(seed)
 	}
 	m := newMasker(f, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: fuzzRules})
+	slow := newMasker(f, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: fuzzRules})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out, _, err := RewriteBatches(nil, in, m)
+		// The rewriter's in-place value path must agree with Transform
+		// byte for byte, failures included.
+		want, _, werr := RewriteBatches(nil, in, transformOnly{slow})
+		if (err == nil) != (werr == nil) || !bytes.Equal(out, want) {
+			t.Fatalf("fast path: %d bytes, err %v; Transform: %d bytes, err %v", len(out), err, len(want), werr)
+		}
 		if err != nil {
 			return
 		}
@@ -94,8 +101,8 @@ func FuzzRewriteBatches(f *testing.F) {
 				}
 			}
 			for pos := 0; pos < len(raw); {
-				r, err := parseRecord(raw, &pos)
-				if err != nil {
+				var r rawRecord
+				if err := parseRecord(raw, &pos, &r); err != nil {
 					t.Fatalf("output record does not parse: %v", err)
 				}
 				if r.value == nil {

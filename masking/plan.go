@@ -34,7 +34,11 @@ func (p *Plan) Masks() bool { return p.root.deep }
 // the wire-format header) to dst. Untouched bytes are copied as they are. On
 // error dst is returned unchanged: nothing of body is appended.
 func (p *Plan) AppendMasked(dst, body []byte) ([]byte, error) {
-	w := walker{src: body, dst: dst, write: true}
+	// Field by field: a composite literal here is built in a temporary
+	// and copied with 16-byte loads of 8-byte stores, a store-forwarding
+	// stall that cost a tenth of a batch rewrite.
+	var w walker
+	w.src, w.dst, w.write = body, dst, true
 	if err := w.value(p.root); err != nil {
 		return dst, err
 	}
@@ -47,7 +51,8 @@ func (p *Plan) AppendMasked(dst, body []byte) ([]byte, error) {
 // Validate checks that body decodes under the plan's schema, consuming every
 // byte.
 func (p *Plan) Validate(body []byte) error {
-	w := walker{src: body}
+	var w walker
+	w.src = body
 	if err := w.value(p.root); err != nil {
 		return err
 	}
@@ -66,7 +71,8 @@ type predicate struct {
 // match reports whether body's filter field equals one of the values. A
 // field that is null (or in a union branch without it) matches nothing.
 func (p *predicate) match(body []byte) (bool, error) {
-	w := walker{src: body}
+	var w walker
+	w.src = body
 	if err := w.value(p.root); err != nil {
 		return false, err
 	}
