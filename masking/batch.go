@@ -87,7 +87,6 @@ type RewriteStats struct {
 var ErrCorruptBatch = errors.New("masking: corrupt record batch")
 
 type rewriter struct {
-	rec  rawRecord
 	recs []byte
 	comp bytes.Buffer
 	edit RecordEdit
@@ -245,12 +244,13 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 	changed := false
 	kept := int32(0)
 	pos := 0
+	var rec rawRecord // on the stack: no write barriers for its slices
 	va, _ := t.(valueAppender)
 	if !emit {
 		va = nil
 	}
 	for i := int32(0); i < n; i++ {
-		r := &rw.rec
+		r := &rec
 		if err := parseRecord(raw, &pos, r); err != nil {
 			return dst, err
 		}

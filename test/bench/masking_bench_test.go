@@ -102,12 +102,19 @@ func BenchmarkMaskedConsume(b *testing.B) {
 		n, mb[topic] = produceMasked(b, ctx, kf.ListenAddrs(), topic, sch.ID, c.codec)
 	}
 
-	g := startGateway(b, kf.ListenAddrs(), fmt.Sprintf(`listeners: [{sasl: [PLAIN]}]
+	gwConfig := fmt.Sprintf(`listeners: [{sasl: [PLAIN]}]
 authn: {credentials_file: %s}
 policy: {dir: %s, data_dir: %s}
 schema_registry: {url: %s}
 masking: {}
-`, creds, filepath.Join(harness.ModuleRoot(), "configs", "policies"), data, reg.URL()))
+`, creds, filepath.Join(harness.ModuleRoot(), "configs", "policies"), data, reg.URL())
+	g := startGateway(b, kf.ListenAddrs(), gwConfig)
+	gws := map[string]*gateway{g.boot: g}
+	var alt *gateway // SLUICE_BENCH_ALT_BIN: masked-<codec>-alt through another build
+	if altBin != "" {
+		alt = startGatewayBin(b, altBin, kf.ListenAddrs(), gwConfig)
+		gws[alt.boot] = alt
+	}
 
 	type mvariant struct {
 		name, codec string
@@ -122,6 +129,9 @@ masking: {}
 			mvariant{"gateway-" + c.name, c.name, g.boot, []kgo.Opt{kgo.SASL(plain.Auth{User: "bench-admin", Pass: "bench-pw"}.AsMechanism())}, false},
 			mvariant{"masked-" + c.name, c.name, g.boot, []kgo.Opt{kgo.SASL(plain.Auth{User: "bench-partner", Pass: "bench-pw"}.AsMechanism())}, true},
 		)
+		if alt != nil {
+			vs = append(vs, mvariant{"masked-" + c.name + "-alt", c.name, alt.boot, []kgo.Opt{kgo.SASL(plain.Auth{User: "bench-partner", Pass: "bench-pw"}.AsMechanism())}, true})
+		}
 	}
 	type series struct{ mbs, cpu []float64 }
 	all := map[string]*series{}
@@ -148,17 +158,20 @@ masking: {}
 		for _, v := range order {
 			topic := "bench.masked." + v.codec
 			wait := func() {}
-			if profileDir != "" && r == 0 && v.boot == g.boot {
-				wait = g.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
+			vg := gws[v.boot] // nil for direct
+			if profileDir != "" && r == 0 && vg != nil {
+				wait = vg.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
 			}
-			cpu0 := g.cpuSeconds(b)
+			cpu0 := 0.0
+			if vg != nil {
+				cpu0 = vg.cpuSeconds(b)
+			}
 			secs := quiet(func() float64 { return consumeAll(b, ctx, v.boot, topic, n, v.masked, v.opts...) })
-			cpuMS := (g.cpuSeconds(b) - cpu0) * 1000
 			wait()
 			s := all[v.name]
 			s.mbs = append(s.mbs, mb[topic]/secs)
-			if v.boot == g.boot {
-				s.cpu = append(s.cpu, cpuMS/mb[topic])
+			if vg != nil {
+				s.cpu = append(s.cpu, (vg.cpuSeconds(b)-cpu0)*1000/mb[topic])
 			}
 			b.Logf("round %d %-12s consume %7.1f MB/s", r, v.name, mb[topic]/secs)
 		}
