@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -202,9 +203,21 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 		// Every partition masked is changed: rewritten or failed.
 		x.MarkResponseChanged()
 		f.runMaskJobs(ctx, x, jobs)
+		var outs []*[]byte
 		for i := range jobs {
 			stats.Records += jobs[i].stats.Records
 			stats.Bytes += jobs[i].stats.Bytes
+			if jobs[i].out != nil {
+				outs = append(outs, jobs[i].out)
+			}
+		}
+		if len(outs) > 0 {
+			// The masked batches are the response's until it is written.
+			x.OnDone(func() {
+				for _, b := range outs {
+					putOutBuf(b)
+				}
+			})
 		}
 	}
 	x.Stats.Records += stats.Records
@@ -217,6 +230,7 @@ type maskJob struct {
 	obl   *filter.Obligations
 	p     *kmsg.FetchResponseTopicPartition
 	stats filter.Stats
+	out   *[]byte // the pooled buffer p.RecordBatches now points into
 }
 
 // runMaskJobs masks the partitions of one response, several at once when
@@ -228,7 +242,7 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 	if workers <= 1 {
 		for i := range jobs {
 			j := &jobs[i]
-			f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+			j.out = f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
 		}
 		return
 	}
@@ -244,7 +258,7 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 					return
 				}
 				j := &jobs[i]
-				f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+				j.out = f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
 			}
 		}()
 	}
@@ -296,17 +310,21 @@ func (f *Filter) failFetch(p *kmsg.FetchResponseTopicPartition, code int16) {
 	f.partFailed.WithLabelValues("fetch").Inc()
 }
 
-func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, topic string, obl *filter.Obligations, p *kmsg.FetchResponseTopicPartition, stats *filter.Stats) {
+// maskFetchPartition masks p in place, and returns the pooled buffer its
+// records are now in (nil when it failed the partition instead).
+func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, topic string, obl *filter.Obligations, p *kmsg.FetchResponseTopicPartition, stats *filter.Stats) *[]byte {
 	rs, err := f.planner.RuleSet(obl)
 	if err != nil {
 		f.log.Error("masking obligations do not compile", zap.String("topic", topic), zap.Error(err))
 		f.failures.WithLabelValues(reasonRule).Inc()
 		f.failFetch(p, kerr.UnknownServerError.Code)
 		f.failed(x, topic, p.Partition, "partition failed: obligations do not compile: "+err.Error())
-		return
+		return nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
-	out, st, err := RewriteBatches(make([]byte, 0, len(p.RecordBatches)+len(p.RecordBatches)/8), p.RecordBatches, m)
+	buf := getOutBuf(len(p.RecordBatches) + len(p.RecordBatches)/8)
+	out, st, err := RewriteBatches(*buf, p.RecordBatches, m)
+	*buf = out
 	f.account(m, st)
 	if err == nil && st.OldMagic > 0 {
 		// Magic 0/1 message sets cannot be masked; never pass them.
@@ -317,8 +335,9 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
 		f.failFetch(p, kerr.UnknownServerError.Code)
+		putOutBuf(buf)
 		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
-		return
+		return nil
 	}
 	if m.failures > 0 {
 		if f.warnAllowed() {
@@ -330,6 +349,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 	p.RecordBatches = out
 	stats.Records += int64(st.Records)
 	stats.Bytes += int64(len(out))
+	return buf
 }
 
 func (f *Filter) account(m *recordMasker, st RewriteStats) {
@@ -553,4 +573,45 @@ func (f *Filter) warnAllowed() bool {
 	now := time.Now().UnixNano()
 	last := f.lastWarn.Load()
 	return now-last >= int64(time.Second) && f.lastWarn.CompareAndSwap(last, now)
+}
+
+// Masked partitions are rewritten into pooled buffers, by power-of-two
+// capacity class from 64 KiB, which the fetch path hands back once the
+// response is written (filter.Exchange.OnDone). A partition of a Fetch
+// response is megabytes; allocated fresh, each was zeroed and faulted in
+// anew.
+const (
+	minOutClass = 16 // 64 KiB
+	maxOutClass = 27 // 128 MiB
+)
+
+var outBufs [maxOutClass + 1]sync.Pool
+
+// getOutBuf returns an empty buffer with capacity at least n.
+func getOutBuf(n int) *[]byte {
+	c := minOutClass
+	if n > 1 {
+		c = max(bits.Len(uint(n-1)), minOutClass)
+	}
+	if c <= maxOutClass {
+		if b, ok := outBufs[c].Get().(*[]byte); ok {
+			*b = (*b)[:0]
+			return b
+		}
+		b := make([]byte, 0, 1<<c)
+		return &b
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+// putOutBuf takes a buffer back into the class its capacity fills (it may
+// have grown past the one it came from).
+func putOutBuf(b *[]byte) {
+	c := bits.Len(uint(cap(*b))) - 1
+	if c < minOutClass {
+		return
+	}
+	*b = (*b)[:0]
+	outBufs[min(c, maxOutClass)].Put(b)
 }

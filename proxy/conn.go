@@ -1106,6 +1106,7 @@ func (c *clientConn) respond(p *pending) error {
 		return fmt.Errorf("proxy: decoding upstream %s v%d response: %w", apiName(x.Key), x.Version, err)
 	}
 	x.Response = resp
+	defer x.Done() // after the write below: the response may hold filters' buffers
 	denied := c.runResponseFilters(p)
 	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
 	out := b

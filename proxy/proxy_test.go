@@ -793,3 +793,63 @@ func TestConnectionLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestExchangeDoneAfterWrite: a filter that puts a buffer of its own into
+// a Fetch response (as masking does) and takes it back in OnDone, where it
+// scribbles over it as the next user would, delivers every record intact:
+// the proxy runs Done only after the response is written.
+func TestExchangeDoneAfterWrite(t *testing.T) {
+	var dones atomic.Int64
+	own := filter.Funcs{FilterName: "own-buffers", Keys: []int16{1}, Resp: func(_ context.Context, x *filter.Exchange) error {
+		resp, ok := x.Response.(*kmsg.FetchResponse)
+		if !ok {
+			return nil // an abandoned exchange: no response
+		}
+		for ti := range resp.Topics {
+			ps := resp.Topics[ti].Partitions
+			for pi := range ps {
+				if len(ps[pi].RecordBatches) == 0 {
+					continue
+				}
+				buf := append([]byte(nil), ps[pi].RecordBatches...)
+				ps[pi].RecordBatches = buf
+				x.OnDone(func() {
+					for i := range buf {
+						buf[i] = 0xff
+					}
+					dones.Add(1)
+				})
+			}
+		}
+		x.MarkResponseChanged()
+		return nil
+	}}
+	e := newTestEnv(t, own)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prod := e.client(t)
+	for i := range 200 {
+		prod.Produce(ctx, &kgo.Record{Topic: "owned", Value: []byte(fmt.Sprintf("value-%d", i))}, nil)
+	}
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons := e.client(t, kgo.ConsumeTopics("owned"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]bool{}
+	for len(seen) < 200 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%d of 200 records consumed", len(seen))
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch error: %v", err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if !strings.HasPrefix(string(r.Value), "value-") {
+				t.Fatalf("record at offset %d delivered as %q", r.Offset, r.Value)
+			}
+			seen[string(r.Value)] = true
+		})
+	}
+	if dones.Load() == 0 {
+		t.Fatal("OnDone never ran")
+	}
+}

@@ -238,6 +238,24 @@ type Exchange struct {
 
 	respChanged bool
 	reqChanged  bool
+	done        []func()
+}
+
+// OnDone registers f to run once the proxy is done with the exchange's
+// response: written to the client, or dropped. A filter that puts buffers
+// of its own into the response (masked record batches) takes them back
+// then. Filters call it from OnResponse; it is not safe for concurrent use.
+func (x *Exchange) OnDone(f func()) { x.done = append(x.done, f) }
+
+// Done runs what OnDone registered, once. The proxy calls it after the
+// response is written; an exchange it never calls Done on leaves the
+// buffers to the garbage collector.
+func (x *Exchange) Done() {
+	fs := x.done
+	x.done = nil
+	for _, f := range fs {
+		f()
+	}
 }
 
 // MarkRequestChanged records that a filter changed x.Request in place
