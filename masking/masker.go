@@ -160,7 +160,8 @@ func (m *recordMasker) mask(dst, v []byte, key bool) ([]byte, error) {
 		}
 		m.lastID, m.lastKey, m.lastPlan = id, key, plan
 	}
-	out, err := plan.AppendMasked(schema.AppendWireHeader(dst, id), body)
+	// The header is copied with the value's untouched bytes.
+	out, err := plan.appendMaskedAt(dst, v, len(v)-len(body))
 	if err != nil {
 		return dst, &maskError{reasonDecode, fmt.Errorf("schema id %d: %w", id, err)}
 	}

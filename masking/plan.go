@@ -34,18 +34,24 @@ func (p *Plan) Masks() bool { return p.root.deep }
 // the wire-format header) to dst. Untouched bytes are copied as they are. On
 // error dst is returned unchanged: nothing of body is appended.
 func (p *Plan) AppendMasked(dst, body []byte) ([]byte, error) {
+	return p.appendMaskedAt(dst, body, 0)
+}
+
+// appendMaskedAt is AppendMasked of the Avro value at v[at:], with v[:at]
+// (a wire-format header) copied in front of it as it is.
+func (p *Plan) appendMaskedAt(dst, v []byte, at int) ([]byte, error) {
 	// Field by field: a composite literal here is built in a temporary
 	// and copied with 16-byte loads of 8-byte stores, a store-forwarding
 	// stall that cost a tenth of a batch rewrite.
 	var w walker
-	w.src, w.dst, w.write = body, dst, true
+	w.src, w.pos, w.dst, w.write = v, at, dst, true
 	if err := w.value(p.root); err != nil {
 		return dst, err
 	}
-	if w.pos != len(body) {
+	if w.pos != len(v) {
 		return dst, errTrailing
 	}
-	return append(w.dst, body[w.mark:]...), nil
+	return append(w.dst, v[w.mark:]...), nil
 }
 
 // Validate checks that body decodes under the plan's schema, consuming every
