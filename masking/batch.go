@@ -233,7 +233,7 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return dst, fmt.Errorf("%w: %d bytes", ErrCorruptBatch, len(b))
 	}
 	if crc32.Checksum(b[offAttributes:], crc32c) != binary.BigEndian.Uint32(b[offCRC:]) {
-		return dst, fmt.Errorf("%w: crc mismatch", ErrCorruptBatch)
+		return dst, errCRC
 	}
 	attrs := binary.BigEndian.Uint16(b[offAttributes:])
 	codec := int(attrs & attrCodecMask)
@@ -384,6 +384,8 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 	binary.BigEndian.PutUint32(h[offCRC:], crc32.Checksum(h[offAttributes:], crc32c))
 	return dst, nil
 }
+
+var errCRC = fmt.Errorf("%w: crc mismatch", ErrCorruptBatch)
 
 type rawRecord struct {
 	start, end int // the whole record, length prefix included

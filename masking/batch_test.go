@@ -610,3 +610,48 @@ func TestLz4FramedAsKafka(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchChecksum: a byte flipped anywhere in a large uncompressed batch
+// (in a value the walk still parses, or in the last byte) fails with the
+// checksum error, and the rewritten batch's checksum is right with and
+// without dropped records. (Checking the checksum in chunks just ahead of
+// the walk, so that the walk would read cached bytes, measured slower than
+// one pass first: 4 MiB partition 4.53 against 4.34 ms, best of 6.)
+func TestBatchChecksum(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	recs := demoValues(t, s, 600, 0)
+	in := makeBatch(t, 0, 0, 0, recs, -1)
+	if len(in) < 64<<10 {
+		t.Fatalf("batch of %d bytes: want a large one", len(in))
+	}
+	for _, o := range []filter.Obligations{
+		{Mask: demoRules},
+		{Mask: demoRules, RowFilter: &filter.RowFilter{Field: "region", Op: "eq", Values: []string{"EU"}}},
+	} {
+		out, st, err := RewriteBatches(nil, in, newMasker(t, staticSource{9: s}, TopicConfig{}, &o))
+		if err != nil || st.Rewritten != 1 {
+			t.Fatalf("rewritten %d, err %v", st.Rewritten, err)
+		}
+		if fp, _ := consume(t, out, 0); len(fp.Records) != st.Records { // kgo checks the CRC
+			t.Fatalf("consumed %d of %d records", len(fp.Records), st.Records)
+		}
+		if o.RowFilter != nil && st.Dropped == 0 {
+			t.Fatal("the row filter dropped nothing")
+		}
+	}
+	// A flipped byte inside a record's id keeps the batch parseable (the
+	// same length, a different letter), so only the checksum can tell.
+	id := []byte(schema.DemoRecord(300).ID)
+	at := bytes.Index(in[len(in)/2:], id)
+	if at < 0 {
+		t.Fatal("record 300's id not found")
+	}
+	for _, pos := range []int{offAttributes + 1, batchHeaderLen + 3, len(in)/2 + at + len(id) - 1, len(in) - 1} {
+		bad := bytes.Clone(in)
+		bad[pos] ^= 0x01
+		_, _, err := RewriteBatches(nil, bad, newMasker(t, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: demoRules}))
+		if !errors.Is(err, errCRC) {
+			t.Fatalf("byte %d of %d flipped: %v, want the checksum error", pos, len(in), err)
+		}
+	}
+}
