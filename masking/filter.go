@@ -54,6 +54,7 @@ type Filter struct {
 	rewritten  prometheus.Counter
 	failures   *prometheus.CounterVec
 	partFailed *prometheus.CounterVec
+	prepared   *prometheus.CounterVec
 }
 
 var _ filter.Filter = (*Filter)(nil)
@@ -96,9 +97,13 @@ func newFilter(cfg Config, src SchemaSource, log *zap.Logger, metrics prometheus
 		partFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_masking_partitions_failed_total", Help: "Partitions failed or refused by masking, by api.",
 		}, []string{"api"}),
+		prepared: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_masking_fetch_partitions_total",
+			Help: "Fetch partitions masked, by when: as the response arrived (arriving) or once it was read (read).",
+		}, []string{"when"}),
 	}
 	if metrics != nil {
-		for _, c := range []prometheus.Collector{f.records, f.rewritten, f.failures, f.partFailed} {
+		for _, c := range []prometheus.Collector{f.records, f.rewritten, f.failures, f.partFailed, f.prepared} {
 			if err := metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("masking: register metrics: %w", err)
 			}
@@ -171,6 +176,9 @@ func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *kmsg.FetchResponse) {
 	var stats filter.Stats
 	var jobs []maskJob
+	var outs []*[]byte
+	pr, _ := x.Get(prepKey{}).(*prepared) // partitions masked as they arrived
+	defer pr.drop()
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name := t.Topic
@@ -196,6 +204,19 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 				stats.Bytes += int64(len(p.RecordBatches))
 				continue
 			}
+			if r := pr.take(p.RecordBatches, obl); r != nil {
+				// Masked while the response arrived, from these
+				// very bytes.
+				x.MarkResponseChanged()
+				p.ErrorCode, p.RecordBatches = r.p.ErrorCode, r.p.RecordBatches
+				stats.Records += r.stats.Records
+				stats.Bytes += r.stats.Bytes
+				if r.out != nil {
+					outs = append(outs, r.out)
+				}
+				f.prepared.WithLabelValues("arriving").Inc()
+				continue
+			}
 			jobs = append(jobs, maskJob{topic: name, obl: obl, p: p})
 		}
 	}
@@ -203,7 +224,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 		// Every partition masked is changed: rewritten or failed.
 		x.MarkResponseChanged()
 		f.runMaskJobs(ctx, x, jobs)
-		var outs []*[]byte
+		f.prepared.WithLabelValues("read").Add(float64(len(jobs)))
 		for i := range jobs {
 			stats.Records += jobs[i].stats.Records
 			stats.Bytes += jobs[i].stats.Bytes
@@ -211,14 +232,14 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 				outs = append(outs, jobs[i].out)
 			}
 		}
-		if len(outs) > 0 {
-			// The masked batches are the response's until it is written.
-			x.OnDone(func() {
-				for _, b := range outs {
-					putOutBuf(b)
-				}
-			})
-		}
+	}
+	if len(outs) > 0 {
+		// The masked batches are the response's until it is written.
+		x.OnDone(func() {
+			for _, b := range outs {
+				putOutBuf(b)
+			}
+		})
 	}
 	x.Stats.Records += stats.Records
 	x.Stats.Bytes += stats.Bytes

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hamba/avro/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -509,4 +510,105 @@ func TestProduceStreaming(t *testing.T) {
 	if f.StreamProduce(ctx, xo) {
 		t.Fatal("a topic with masking obligations streamed")
 	}
+}
+
+// TestFetchPrepared: partitions masked as the response arrived
+// (FetchPartition, FetchRead) are taken by OnResponse when its partition
+// holds the very bytes masked under the same obligations, and give the
+// same response as masking after the read; a partition whose obligations
+// the policy replaced on the response side is masked again under the new
+// ones, and results nothing takes are given back.
+func TestFetchPrepared(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	f, err := newFilter(testConfig(t), staticSource{9: s}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func() *kmsg.FetchResponse {
+		resp := kmsg.NewPtrFetchResponse()
+		resp.Version = 12
+		for _, name := range []string{"payments", "refunds", "open"} {
+			tp := kmsg.NewFetchResponseTopic()
+			tp.Topic = name
+			for part := range int32(2) {
+				p := kmsg.NewFetchResponseTopicPartition()
+				p.Partition = part
+				p.RecordBatches = makeBatch(t, 0, 0, 0, demoValues(t, s, 20, int(part)*20), -1)
+				tp.Partitions = append(tp.Partitions, p)
+			}
+			resp.Topics = append(resp.Topics, tp)
+		}
+		return resp
+	}
+	ssnOnly := &filter.Obligations{Mask: []filter.MaskRule{{Field: "customer.ssn", Strategy: "hash"}}}
+	exchange := func(resp *kmsg.FetchResponse) *filter.Exchange {
+		return &filter.Exchange{Key: 1, Version: 12, Response: resp, Topics: resolver{},
+			Obligations: map[string]*filter.Obligations{"payments": {Mask: demoRules}, "refunds": ssnOnly}}
+	}
+
+	// Masked after the read, as without a head start.
+	plain := build()
+	if err := f.OnResponse(context.Background(), exchange(plain)); err != nil {
+		t.Fatal(err)
+	}
+
+	resp := build()
+	x := exchange(resp)
+	if !f.PrepareFetch(x) {
+		t.Fatal("a response with obligations not prepared")
+	}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			f.FetchPartition(context.Background(), x, tp.Topic, tp.TopicID, p.Partition, p.RecordBatches)
+		}
+	}
+	f.FetchRead(x)
+	pr := x.Get(prepKey{}).(*prepared)
+	if len(pr.done) != 4 {
+		t.Fatalf("%d partitions masked ahead, want 4 (two topics with obligations)", len(pr.done))
+	}
+	// The policy attaches other obligations for refunds on the response
+	// side: card numbers are now redacted too.
+	x.Obligations["refunds"] = &filter.Obligations{Mask: append(ssnOnly.Mask[:1:1], filter.MaskRule{Field: "card.number", Strategy: "redact", Params: map[string]string{"replacement": "XXXX"}})}
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if len(pr.done) != 0 {
+		t.Fatalf("%d results left over, not given back", len(pr.done))
+	}
+	// Two payments partitions taken, the two refunds ones masked again;
+	// the plain run above masked four after the read.
+	if a, r := counterValue(t, f.prepared.WithLabelValues("arriving")), counterValue(t, f.prepared.WithLabelValues("read")); a != 2 || r != 6 {
+		t.Fatalf("partitions masked arriving %v, read %v; want 2 and 6", a, r)
+	}
+	for ti, tp := range resp.Topics {
+		for pi, p := range tp.Partitions {
+			want := plain.Topics[ti].Partitions[pi].RecordBatches
+			if tp.Topic != "refunds" && !bytes.Equal(p.RecordBatches, want) {
+				t.Fatalf("%s[%d] differs from masking after the read", tp.Topic, pi)
+			}
+			if tp.Topic == "refunds" {
+				fp, _ := consume(t, p.RecordBatches, 0)
+				for _, r := range fp.Records {
+					_, body, _ := schema.ParseWire(r.Value)
+					var d schema.DemoPayment
+					if err := avro.Unmarshal(s.Avro, body, &d); err != nil {
+						t.Fatal(err)
+					}
+					if d.Card != nil && d.Card.Number != "XXXX" {
+						t.Fatalf("refunds[%d] offset %d: card number %q under the obligations of the request side", pi, r.Offset, d.Card.Number)
+					}
+				}
+			}
+		}
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

@@ -1090,9 +1090,18 @@ func (c *clientConn) respond(p *pending) error {
 	b := append(*rbuf, hdr[:]...)
 	b = b[:4+int(n)]
 	*rbuf = b
-	if _, err := io.ReadFull(c.upRaw, b[8:]); err != nil {
+	var rerr error
+	if preps := fetchPreparers(p); len(preps) > 0 {
+		rerr = readFetchPrepared(c.ctx, c.upRaw, b, x, preps)
+		for _, fp := range preps {
+			fp.FetchRead(x) // before b can go back to its pool
+		}
+	} else {
+		_, rerr = io.ReadFull(c.upRaw, b[8:])
+	}
+	if rerr != nil {
 		c.s.m.upstreamErrors.WithLabelValues("io").Inc()
-		return fmt.Errorf("proxy: upstream read: %w", err)
+		return fmt.Errorf("proxy: upstream read: %w", rerr)
 	}
 	frame := b[4:]
 	off, err := responseBodyOffset(frame, x.Key, x.Version)

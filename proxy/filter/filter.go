@@ -89,6 +89,24 @@ type FetchStreamer interface {
 	FetchDone(ctx context.Context, x *Exchange, delivered map[string]Stats)
 }
 
+// FetchPreparer is implemented by a filter that starts work on a decoded
+// Fetch response's partitions while the rest of the response is still
+// arriving (masking: a consumer's response is megabytes, and reading it
+// whole before masking the first byte leaves the gateway idle while it
+// arrives). When PrepareFetch says yes, the proxy reads the response
+// partition by partition and calls FetchPartition with each partition's
+// record batches as soon as they are in; topic is empty from v13 on (id
+// names it). Once the whole response is read, or its read failed,
+// FetchRead is called, and what FetchPartition started must be finished
+// when it returns: the records alias the proxy's read buffer, which is
+// reused after. OnResponse runs after that on the decoded response, as for
+// every other; what FetchPartition did is a head start, never a decision.
+type FetchPreparer interface {
+	PrepareFetch(x *Exchange) bool
+	FetchPartition(ctx context.Context, x *Exchange, topic string, id [16]byte, partition int32, records []byte)
+	FetchRead(x *Exchange)
+}
+
 // ProduceStreamer is implemented by a filter that can let a large Produce
 // request's records pass as the proxy relays them, instead of the request
 // being read whole and decoded first. The proxy streams a Produce request
