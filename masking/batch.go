@@ -251,9 +251,20 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return dst, nil
 	}
 	if codec != 0 {
-		var err error
-		if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {
-			return dst, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
+		ok := false
+		if codec == codecLz4 {
+			var out []byte
+			if out, ok = decodeLz4Frame(decBytes.GetDecompressBytes(raw, 0), raw); ok {
+				raw = out
+			} else {
+				decBytes.PutDecompressBytes(out)
+			}
+		}
+		if !ok {
+			var err error
+			if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {
+				return dst, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
+			}
 		}
 		// Records are copied out of raw before this returns.
 		defer decBytes.PutDecompressBytes(raw)

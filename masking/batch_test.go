@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hamba/avro/v2"
+	"github.com/pierrec/lz4/v4"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -654,4 +655,92 @@ func TestBatchChecksum(t *testing.T) {
 			t.Fatalf("byte %d of %d flipped: %v, want the checksum error", pos, len(in), err)
 		}
 	}
+}
+
+// TestDecodeLz4Frame: frames as franz-go, Kafka's producer and other
+// writers make them (every block size, with and without block and content
+// checksums, stored blocks of incompressible data) decode to what the
+// standard reader gives; frames this does not read (dependent blocks,
+// concatenated frames, truncated or corrupt ones) are left to it.
+func TestDecodeLz4Frame(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	content := make([]byte, 3<<20)
+	for i := range content {
+		if i%4096 < 2048 {
+			content[i] = byte(i / 512) // compressible
+		} else {
+			content[i] = byte(rng.Intn(256)) // stored
+		}
+	}
+	frame := func(content []byte, opts ...lz4.Option) []byte {
+		var buf bytes.Buffer
+		w := lz4.NewWriter(&buf)
+		if err := w.Apply(opts...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(content); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	for _, size := range []lz4.BlockSize{lz4.Block64Kb, lz4.Block256Kb, lz4.Block1Mb, lz4.Block4Mb} {
+		for _, sums := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+			for _, n := range []int{0, 1, 1000, len(content)} {
+				src := frame(content[:n], lz4.BlockSizeOption(size), lz4.ChecksumOption(sums[0]), lz4.BlockChecksumOption(sums[1]))
+				got, ok := decodeLz4Frame(nil, src)
+				if !ok || !bytes.Equal(got, content[:n]) {
+					t.Fatalf("block size %v, checksums %v, %d bytes: ok %v, %d bytes out", size, sums, n, ok, len(got))
+				}
+			}
+		}
+	}
+	src := frame(content[:100000])
+	for name, bad := range map[string][]byte{
+		"concatenated": append(bytes.Clone(src), src...),
+		"truncated":    src[:len(src)/2],
+		"no end mark":  src[:len(src)-8],
+		"dependent":    append(append(bytes.Clone(src[:4]), src[4]&^0x20), src[5:]...),
+		"dictionary":   append(append(bytes.Clone(src[:4]), src[4]|0x01), src[5:]...),
+		"not lz4":      []byte("not an lz4 frame at all"),
+	} {
+		if out, ok := decodeLz4Frame([]byte("keep"), bad); ok || string(out) != "keep" {
+			t.Fatalf("%s: read as a frame (ok %v), dst %q", name, ok, out[:min(len(out), 8)])
+		}
+	}
+	corrupt := bytes.Clone(src)
+	corrupt[20] ^= 0xff // inside the first block's data
+	if got, ok := decodeLz4Frame(nil, corrupt); ok && bytes.Equal(got, content[:100000]) {
+		t.Fatal("a corrupt block decoded to the original")
+	}
+}
+
+// FuzzDecodeLz4Frame: any bytes never panic the frame reader, and what it
+// reads, the standard reader reads the same.
+func FuzzDecodeLz4Frame(f *testing.F) {
+	for _, opts := range [][]lz4.Option{nil, {lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb)}, {lz4.BlockChecksumOption(true)}} {
+		var buf bytes.Buffer
+		w := lz4.NewWriter(&buf)
+		_ = w.Apply(opts...)
+		_, _ = w.Write(bytes.Repeat([]byte("sluice masks records "), 500))
+		_ = w.Close()
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		got, ok := decodeLz4Frame(nil, src)
+		if !ok {
+			return
+		}
+		want, err := kgo.DefaultDecompressor().Decompress(src, kgo.CodecLz4)
+		if err != nil {
+			// The standard reader also checks the header and content
+			// checksums, which the batch CRC covers here.
+			return
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read %d bytes, the standard reader %d", len(got), len(want))
+		}
+	})
 }
