@@ -354,8 +354,8 @@ func (s *Server) accept(g *group, ln net.Listener, nodeID int32) {
 		ip := ap.Addr().Unmap()
 		if reason := s.overLimit(ip); reason != "" {
 			s.mu.Unlock()
+			s.refused(g, ip, reason) // counted before the client can see the close
 			nc.Close()
-			s.refused(g, ip, reason)
 			continue
 		}
 		c := newClientConn(s, g, nc, ap, nodeID)
