@@ -565,15 +565,10 @@ func appendFast(dst, raw []byte, r *rawRecord, va valueAppender) ([]byte, fastRe
 // putVarint writes v as a zigzag varint over the w bytes at b[at:],
 // moving what follows when v's varint is not w bytes long.
 func putVarint(b []byte, at, w int, v int64) []byte {
-	u := uint64(v<<1) ^ uint64(v>>63)
 	if n := varintLen(v); n != w {
 		b = resize(b, at, w, n)
 	}
-	for ; u >= 0x80; u >>= 7 {
-		b[at] = byte(u) | 0x80
-		at++
-	}
-	b[at] = byte(u)
+	binary.PutUvarint(b[at:], uint64(v<<1)^uint64(v>>63))
 	return b
 }
 

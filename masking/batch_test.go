@@ -657,6 +657,23 @@ func TestBatchChecksum(t *testing.T) {
 	}
 }
 
+// lz4Frame is content as one lz4 frame written with opts.
+func lz4Frame(t testing.TB, content []byte, opts ...lz4.Option) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := lz4.NewWriter(&buf)
+	if err := w.Apply(opts...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // TestDecodeLz4Frame: frames as franz-go, Kafka's producer and other
 // writers make them (every block size, with and without block and content
 // checksums, stored blocks of incompressible data) decode to what the
@@ -672,24 +689,10 @@ func TestDecodeLz4Frame(t *testing.T) {
 			content[i] = byte(rng.Intn(256)) // stored
 		}
 	}
-	frame := func(content []byte, opts ...lz4.Option) []byte {
-		var buf bytes.Buffer
-		w := lz4.NewWriter(&buf)
-		if err := w.Apply(opts...); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(content); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
 	for _, size := range []lz4.BlockSize{lz4.Block64Kb, lz4.Block256Kb, lz4.Block1Mb, lz4.Block4Mb} {
 		for _, sums := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
 			for _, n := range []int{0, 1, 1000, len(content)} {
-				src := frame(content[:n], lz4.BlockSizeOption(size), lz4.ChecksumOption(sums[0]), lz4.BlockChecksumOption(sums[1]))
+				src := lz4Frame(t, content[:n], lz4.BlockSizeOption(size), lz4.ChecksumOption(sums[0]), lz4.BlockChecksumOption(sums[1]))
 				got, ok := decodeLz4Frame(nil, src)
 				if !ok || !bytes.Equal(got, content[:n]) {
 					t.Fatalf("block size %v, checksums %v, %d bytes: ok %v, %d bytes out", size, sums, n, ok, len(got))
@@ -697,7 +700,7 @@ func TestDecodeLz4Frame(t *testing.T) {
 			}
 		}
 	}
-	src := frame(content[:100000])
+	src := lz4Frame(t, content[:100000])
 	for name, bad := range map[string][]byte{
 		"concatenated": append(bytes.Clone(src), src...),
 		"truncated":    src[:len(src)/2],
@@ -721,12 +724,7 @@ func TestDecodeLz4Frame(t *testing.T) {
 // reads, the standard reader reads the same.
 func FuzzDecodeLz4Frame(f *testing.F) {
 	for _, opts := range [][]lz4.Option{nil, {lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb)}, {lz4.BlockChecksumOption(true)}} {
-		var buf bytes.Buffer
-		w := lz4.NewWriter(&buf)
-		_ = w.Apply(opts...)
-		_, _ = w.Write(bytes.Repeat([]byte("sluice masks records "), 500))
-		_ = w.Close()
-		f.Add(buf.Bytes())
+		f.Add(lz4Frame(f, bytes.Repeat([]byte("sluice masks records "), 500), opts...))
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
 		got, ok := decodeLz4Frame(nil, src)

@@ -117,9 +117,9 @@ func BenchmarkRewriteBatch(b *testing.B) {
 	}
 }
 
-// BenchmarkRewriteBatch10 rewrites a 100-record uncompressed batch of flat
-// 10-field records with 3 fields masked (redact, partial, null).
-func BenchmarkRewriteBatch10(b *testing.B) {
+// flat10Records is 100 flat 10-field records (schema id 1) in the wire
+// format, for the batch and partition benchmarks.
+func flat10Records(b *testing.B) (*schema.Schema, []testRecord) {
 	s := parseSchema(b, 1, flat10)
 	var recs []testRecord
 	for i := range 100 {
@@ -132,6 +132,13 @@ func BenchmarkRewriteBatch10(b *testing.B) {
 		}
 		recs = append(recs, testRecord{key: []byte("k"), value: schema.AppendWire(nil, 1, body)})
 	}
+	return s, recs
+}
+
+// BenchmarkRewriteBatch10 rewrites a 100-record uncompressed batch of flat
+// 10-field records with 3 fields masked (redact, partial, null).
+func BenchmarkRewriteBatch10(b *testing.B) {
+	s, recs := flat10Records(b)
 	for _, codec := range []int{0, 3} {
 		b.Run(codecNames[codec], func(b *testing.B) {
 			in := makeBatch(b, codec, 0, 0, recs, -1)
@@ -153,18 +160,7 @@ func BenchmarkRewriteBatch10(b *testing.B) {
 // uncompressed flat 10-field batches: what a Fetch response's partition
 // holds, larger than the caches, unlike BenchmarkRewriteBatch10.
 func BenchmarkRewritePartition10(b *testing.B) {
-	s := parseSchema(b, 1, flat10)
-	var recs []testRecord
-	for i := range 100 {
-		body, err := avro.Marshal(s.Avro, map[string]any{
-			"id": int64(123456789 + i), "name": "Grace Hopper", "ssn": "123-45-6789", "account": "DE89370400440532013000",
-			"amount": 1234.5, "mcc": "5411", "region": "EU", "email": "grace@example.com", "ts": int64(1700000000000), "ok": true,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		recs = append(recs, testRecord{key: []byte("k"), value: schema.AppendWire(nil, 1, body)})
-	}
+	s, recs := flat10Records(b)
 	one := makeBatch(b, 0, 0, 0, recs, -1)
 	var in []byte
 	for len(in) < 4<<20 {

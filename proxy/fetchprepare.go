@@ -102,20 +102,16 @@ func (s *fetchScan) skip(n int) bool {
 	return true
 }
 
+// uvarint reads a varint with frame.go's uvarint once the bytes it can
+// take are in (the frame's own bytes: they come anyway).
 func (s *fetchScan) uvarint() (uint64, bool) {
-	var v uint64
-	for shift := uint(0); shift < 64; shift += 7 {
-		if !s.f.need(s.pos + 1) {
-			return 0, false
-		}
-		c := s.f.b[s.pos]
-		s.pos++
-		v |= uint64(c&0x7f) << shift
-		if c < 0x80 {
-			return v, true
-		}
+	s.f.need(min(s.pos+binary.MaxVarintLen64, len(s.f.b)))
+	v, next, err := uvarint(s.f.b[:s.f.filled], s.pos)
+	if err != nil {
+		return 0, false
 	}
-	return 0, false
+	s.pos = next
+	return v, true
 }
 
 func (s *fetchScan) int32() (int32, bool) {

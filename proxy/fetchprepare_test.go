@@ -9,8 +9,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/twmb/franz-go/pkg/kmsg"
-
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -28,6 +26,11 @@ func (t *trickle) Read(p []byte) (int, error) {
 	k, err := t.r.Read(p)
 	t.read += k
 	return k, err
+}
+
+// offsetIn is where sub starts in b (sub a part of b's memory).
+func offsetIn(b, sub []byte) int {
+	return int(uintptr(unsafe.Pointer(unsafe.SliceData(sub))) - uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 }
 
 type preparedPart struct {
@@ -73,15 +76,7 @@ func TestReadFetchPrepared(t *testing.T) {
 			if !bytes.Equal(b, frame) || src.read != len(frame)-8 {
 				t.Fatalf("v%d: read %d bytes of %d, equal %v", v, src.read, len(frame)-8, bytes.Equal(b, frame))
 			}
-			off, err := responseBodyOffset(b[4:], 1, v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := kmsg.NewPtrFetchResponse()
-			got.SetVersion(v)
-			if err := got.ReadFrom(b[4+off:]); err != nil {
-				t.Fatal(err)
-			}
+			got := decodeFetch(t, b, v)
 			var want []preparedPart
 			for _, tp := range got.Topics {
 				for _, p := range tp.Partitions {
@@ -107,7 +102,7 @@ func TestReadFetchPrepared(t *testing.T) {
 				}
 				// Handed over no later than a read after its last
 				// byte: the records end at this offset of the body.
-				end := int(uintptr(unsafe.Pointer(unsafe.SliceData(g.records)))-uintptr(unsafe.Pointer(&b[8]))) + len(g.records)
+				end := offsetIn(b, g.records) - 8 + len(g.records)
 				if g.readAt > end+src.n {
 					t.Fatalf("v%d partition %d: handed over at %d bytes read, its records end at %d", v, i, g.readAt, end)
 				}
@@ -131,7 +126,7 @@ func TestReadFetchPreparedShort(t *testing.T) {
 		t.Fatal("a short response read without error")
 	}
 	for _, p := range rp.parts {
-		if end := int(uintptr(unsafe.Pointer(unsafe.SliceData(p.records)))-uintptr(unsafe.Pointer(&b[0]))) + len(p.records); end > len(frame)/2 {
+		if end := offsetIn(b, p.records) + len(p.records); end > len(frame)/2 {
 			t.Fatalf("partition %d handed over with bytes never read", p.partition)
 		}
 	}
@@ -163,7 +158,7 @@ func FuzzFetchPrepare(f *testing.F) {
 			t.Fatalf("read %d of %d bytes", src.read, len(body))
 		}
 		for _, p := range rp.parts {
-			start := int(uintptr(unsafe.Pointer(unsafe.SliceData(p.records))) - uintptr(unsafe.Pointer(&b[0])))
+			start := offsetIn(b, p.records)
 			if start < 8 || start+len(p.records) > len(b) || cap(p.records) != len(p.records) {
 				t.Fatalf("partition records at %d+%d outside the %d-byte frame", start, len(p.records), len(b))
 			}
