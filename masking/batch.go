@@ -97,7 +97,7 @@ var (
 	rewriters    = sync.Pool{New: func() any { return new(rewriter) }}
 	decBytes     = &decompressBytes{}
 	decompressor = kgo.DefaultDecompressor(decBytes)
-	compressors  [5]kgo.Compressor
+	compressors  [5]compressor
 )
 
 // decompressBytes pools the buffers batches are decompressed into
@@ -144,15 +144,50 @@ func compressLz4(dst *bytes.Buffer, src []byte) ([]byte, error) {
 	return dst.Bytes(), nil
 }
 
+// decompress returns the records of a batch compressed with codec, in a
+// pooled buffer (decBytes): lz4 frames of the common shape are read here
+// (decodeLz4Frame), everything else by franz-go's decompressor.
+func decompress(raw []byte, codec int) ([]byte, error) {
+	if codec == codecLz4 {
+		out, ok := decodeLz4Frame(decBytes.GetDecompressBytes(raw, 0), raw)
+		if ok {
+			return out, nil
+		}
+		decBytes.PutDecompressBytes(out)
+	}
+	out, err := decompressor.Decompress(raw, kgo.CompressionCodecType(codec))
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
+	}
+	return out, nil
+}
+
+// compressor compresses a rewritten batch's records with its codec, into
+// dst or a slice of its own.
+type compressor func(dst *bytes.Buffer, src []byte) ([]byte, error)
+
 func init() {
 	for codec, c := range map[int]kgo.CompressionCodec{
-		1: kgo.GzipCompression(), 2: kgo.SnappyCompression(), 3: kgo.Lz4Compression(), 4: kgo.ZstdCompression(),
+		1: kgo.GzipCompression(), 2: kgo.SnappyCompression(), 4: kgo.ZstdCompression(),
 	} {
 		cmp, err := kgo.DefaultCompressor(c)
 		if err != nil {
 			panic(err) // static codecs; cannot fail
 		}
-		compressors[codec] = cmp
+		compressors[codec] = func(dst *bytes.Buffer, src []byte) ([]byte, error) {
+			out, used := cmp.Compress(dst, src)
+			if int(used) != codec {
+				return nil, fmt.Errorf("masking: recompress with codec %d failed", codec)
+			}
+			return out, nil
+		}
+	}
+	compressors[codecLz4] = func(dst *bytes.Buffer, src []byte) ([]byte, error) {
+		out, err := compressLz4(dst, src)
+		if err != nil {
+			return nil, fmt.Errorf("masking: recompress with lz4: %w", err)
+		}
+		return out, nil
 	}
 }
 
@@ -251,20 +286,9 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return dst, nil
 	}
 	if codec != 0 {
-		ok := false
-		if codec == codecLz4 {
-			var out []byte
-			if out, ok = decodeLz4Frame(decBytes.GetDecompressBytes(raw, 0), raw); ok {
-				raw = out
-			} else {
-				decBytes.PutDecompressBytes(out)
-			}
-		}
-		if !ok {
-			var err error
-			if raw, err = decompressor.Decompress(raw, kgo.CompressionCodecType(codec)); err != nil {
-				return dst, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
-			}
+		var err error
+		if raw, err = decompress(raw, codec); err != nil {
+			return dst, err
 		}
 		// Records are copied out of raw before this returns.
 		defer decBytes.PutDecompressBytes(raw)
@@ -372,18 +396,11 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return out, nil
 	}
 	body := rw.recs
-	if codec == codecLz4 {
+	if codec != 0 {
 		rw.comp.Reset()
 		var err error
-		if body, err = compressLz4(&rw.comp, rw.recs); err != nil {
-			return dst, fmt.Errorf("masking: recompress with lz4: %w", err)
-		}
-	} else if codec != 0 {
-		rw.comp.Reset()
-		var used kgo.CompressionCodecType
-		body, used = compressors[codec].Compress(&rw.comp, rw.recs)
-		if int(used) != codec {
-			return dst, fmt.Errorf("masking: recompress with codec %d failed", codec)
+		if body, err = compressors[codec](&rw.comp, rw.recs); err != nil {
+			return dst, err
 		}
 	}
 	start = len(dst)
