@@ -56,7 +56,8 @@ var fetchReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 3
 type fetchRelay struct {
 	src  io.Reader // the upstream connection
 	lim  io.LimitedReader
-	br   *bufio.Reader // reads from lim
+	cr   capReader     // reads from lim
+	br   *bufio.Reader // reads from cr
 	dst  io.Writer
 	wb   []byte  // structure read but not yet written
 	wbuf *[]byte // the pooled buffer wb grew from
@@ -80,9 +81,33 @@ func newRelay(dst io.Writer, src io.Reader, n int64, hdr []byte, flex bool) *fet
 	wb := getBuf(64 << 10)
 	r := &fetchRelay{src: src, dst: dst, flex: flex, wb: append(*wb, hdr...), wbuf: wb, limN: n}
 	r.lim = io.LimitedReader{R: src, N: n}
+	r.cr = capReader{r: &r.lim, n: structAhead}
 	r.br = fetchReaders.Get().(*bufio.Reader)
-	r.br.Reset(&r.lim)
+	r.br.Reset(&r.cr)
 	return r
+}
+
+// structAhead bounds how far the relay's reader reads ahead of the
+// structure it parses at the start and after each bulk copy: what it reads
+// ahead of a record batch goes out through memory (a write) instead of
+// socket to socket, and a full 32 KiB read there put 32 KiB of every
+// partition and every counted batch through two copies. Once a small
+// region is taken through the reader (records under 4 KiB, an empty
+// partition), reads are whole again, so a response of many small
+// partitions is still read in few calls.
+const structAhead = 256
+
+// capReader bounds each read to n bytes when n > 0.
+type capReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n > 0 && len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
 }
 
 func (r *fetchRelay) close() {
@@ -209,21 +234,30 @@ func (r *fetchRelay) relay(n int64) error {
 		return fmt.Errorf("%w: %d bytes past the end", r.malformed(), n)
 	}
 	if n < 4<<10 {
+		r.cr.n = 0
 		_, err := r.take(int(n))
 		return err
 	}
-	if err := r.flush(); err != nil {
-		return err
-	}
+	// What the reader holds goes out with the queued structure in one
+	// write when it is small (as it is after structAhead), before it
+	// otherwise.
 	if b := int64(r.br.Buffered()); b > 0 {
 		b = min(b, n)
 		p, _ := r.br.Peek(int(b))
-		if _, err := r.dst.Write(p); err != nil {
+		if b <= 4<<10 {
+			r.wb = append(r.wb, p...)
+		} else if err := r.flush(); err != nil {
+			return err
+		} else if _, err := r.dst.Write(p); err != nil {
 			return err
 		}
 		_, _ = r.br.Discard(int(b))
 		n -= b
 	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	r.cr.n = structAhead
 	if n == 0 {
 		return nil
 	}
@@ -496,6 +530,9 @@ func (r *fetchRelay) relayCounted(n int64, key string) error {
 			return err
 		}
 		n -= size
+	}
+	if n == 0 {
+		return nil // not relay(0): that would end the read-ahead bound
 	}
 	return r.relay(n)
 }
