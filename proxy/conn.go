@@ -34,7 +34,8 @@ type clientConn struct {
 	s   *Server
 	g   *group
 	nc  net.Conn
-	br  *bufio.Reader
+	cr  capReader     // reads from nc
+	br  *bufio.Reader // reads from cr
 	fc  *filter.Conn
 	log *zap.Logger
 
@@ -177,7 +178,8 @@ func (c *clientConn) serve() {
 			}
 		}
 	}
-	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	c.cr.r = c.nc
+	c.br = bufio.NewReaderSize(&c.cr, 64<<10)
 	c.log.Debug("client connected")
 
 	writerDone := make(chan struct{})
@@ -246,6 +248,14 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	read := int(n)
 	if read >= cutThroughMin {
 		read = headPeek
+		// The rest of this frame is copied from nc, most of it socket
+		// to socket; reading ahead of the next frame's head would send
+		// the next large one's first 64 KiB through memory instead.
+		// Small frames read whole lift the bound again, so pipelined
+		// small requests are still read many to a call.
+		c.cr.n = 4 + headPeek
+	} else {
+		c.cr.n = 0
 	}
 	buf := getBuf(read + 4)
 	b := append(*buf, sz[:]...)
