@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 	"github.com/sluice-gw/sluice/schema"
 )
@@ -237,7 +237,7 @@ func (f *Filter) fetchResponse(ctx context.Context, x *filter.Exchange, resp *km
 		// The masked batches are the response's until it is written.
 		x.OnDone(func() {
 			for _, b := range outs {
-				putOutBuf(b)
+				bufpool.Put(b)
 			}
 		})
 	}
@@ -343,7 +343,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		return nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
-	buf := getOutBuf(len(p.RecordBatches) + len(p.RecordBatches)/8)
+	buf := bufpool.Get(len(p.RecordBatches) + len(p.RecordBatches)/8)
 	out, st, err := RewriteBatches(*buf, p.RecordBatches, m)
 	*buf = out
 	f.account(m, st)
@@ -356,7 +356,7 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
 		f.failFetch(p, kerr.UnknownServerError.Code)
-		putOutBuf(buf)
+		bufpool.Put(buf)
 		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
 		return nil
 	}
@@ -594,45 +594,4 @@ func (f *Filter) warnAllowed() bool {
 	now := time.Now().UnixNano()
 	last := f.lastWarn.Load()
 	return now-last >= int64(time.Second) && f.lastWarn.CompareAndSwap(last, now)
-}
-
-// Masked partitions are rewritten into pooled buffers, by power-of-two
-// capacity class from 64 KiB, which the fetch path hands back once the
-// response is written (filter.Exchange.OnDone). A partition of a Fetch
-// response is megabytes; allocated fresh, each was zeroed and faulted in
-// anew.
-const (
-	minOutClass = 16 // 64 KiB
-	maxOutClass = 27 // 128 MiB
-)
-
-var outBufs [maxOutClass + 1]sync.Pool
-
-// getOutBuf returns an empty buffer with capacity at least n.
-func getOutBuf(n int) *[]byte {
-	c := minOutClass
-	if n > 1 {
-		c = max(bits.Len(uint(n-1)), minOutClass)
-	}
-	if c <= maxOutClass {
-		if b, ok := outBufs[c].Get().(*[]byte); ok {
-			*b = (*b)[:0]
-			return b
-		}
-		b := make([]byte, 0, 1<<c)
-		return &b
-	}
-	b := make([]byte, 0, n)
-	return &b
-}
-
-// putOutBuf takes a buffer back into the class its capacity fills (it may
-// have grown past the one it came from).
-func putOutBuf(b *[]byte) {
-	c := bits.Len(uint(cap(*b))) - 1
-	if c < minOutClass {
-		return
-	}
-	*b = (*b)[:0]
-	outBufs[min(c, maxOutClass)].Put(b)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 	"github.com/sluice-gw/sluice/schema"
 )
@@ -125,7 +126,7 @@ func TestFilterFetch(t *testing.T) {
 		x.Done()
 		reused := false
 		for range 2 {
-			if b := getOutBuf(len(good) + len(good)/8); &(*b)[:1][0] == masked {
+			if b := bufpool.Get(len(good) + len(good)/8); &(*b)[:1][0] == masked {
 				reused = true
 			}
 		}

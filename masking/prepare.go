@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -116,7 +117,7 @@ func (pr *prepared) drop() {
 	}
 	for k, r := range pr.done {
 		if r.out != nil {
-			putOutBuf(r.out)
+			bufpool.Put(r.out)
 		}
 		delete(pr.done, k)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 	"github.com/sluice-gw/sluice/proxy/kafkaerr"
 )
@@ -257,11 +258,11 @@ func (c *clientConn) readRequest() (*[]byte, []byte, int, error) {
 	} else {
 		c.cr.n = 0
 	}
-	buf := getBuf(read + 4)
+	buf := bufpool.Get(read + 4)
 	b := append(*buf, sz[:]...)
 	b = b[:4+read]
 	if _, err := io.ReadFull(c.br, b[4:]); err != nil {
-		putBuf(buf)
+		bufpool.Put(buf)
 		return nil, nil, 0, err
 	}
 	*buf = b
@@ -376,12 +377,12 @@ func (c *clientConn) saslFrameLimit() int32 {
 // readRest completes a frame readRequest left partly unread.
 func (c *clientConn) readRest(buf *[]byte, frame []byte, rest int) (*[]byte, []byte, error) {
 	have := 4 + len(frame)
-	nb := getBuf(have + rest)
+	nb := bufpool.Get(have + rest)
 	b := append(*nb, (*buf)[:have]...)
 	b = b[:have+rest]
-	putBuf(buf)
+	bufpool.Put(buf)
 	if _, err := io.ReadFull(c.br, b[have:]); err != nil {
-		putBuf(nb)
+		bufpool.Put(nb)
 		return nil, nil, err
 	}
 	*nb = b
@@ -492,7 +493,7 @@ func (c *clientConn) readLoop() (drained bool) {
 			// Only a large frame can be over the limit, and only a
 			// large frame is read in part: one from an authenticated
 			// client (before authentication readRequest bounds all).
-			putBuf(buf)
+			bufpool.Put(buf)
 			c.saslFrameTooLarge(fmt.Errorf("%w: %s of %d bytes (max_sasl_frame_bytes %d)", errSASLFrameTooLarge, apiName(h.Key), len(frame)+rest, c.saslFrameLimit()))
 			return false
 		}
@@ -506,7 +507,7 @@ func (c *clientConn) readLoop() (drained bool) {
 			h, err = parseRequestHeader(frame)
 		}
 		if err != nil {
-			putBuf(buf)
+			bufpool.Put(buf)
 			if errors.Is(err, errUnknownKey) {
 				c.log.Warn("closing connection: unknown api key; not forwarded",
 					zap.Int16("api_key", h.Key), zap.Int16("api_version", h.Version), zap.Int32("correlation_id", h.CorrelationID))
@@ -555,7 +556,7 @@ func (c *clientConn) cutThrough(h requestHeader, body []byte) bool {
 // is the unread tail of a cut-through frame.
 func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest int, tRead time.Time) bool {
 	if c.authRequired && !c.authenticated && !gatewayLocal(h.Key) {
-		putBuf(buf)
+		bufpool.Put(buf)
 		c.log.Warn("closing connection: request before SASL authentication", zap.String("api", apiName(h.Key)))
 		c.s.m.request(h.Key, outcomeError)
 		c.authEvent("none", nil, &filter.AuthError{Reason: "unauthenticated_request", Message: "request before authentication", Gateway: true})
@@ -563,31 +564,31 @@ func (c *clientConn) dispatch(h requestHeader, buf *[]byte, frame []byte, rest i
 	}
 	switch h.Key {
 	case keyApiVersions:
-		defer putBuf(buf)
+		defer bufpool.Put(buf)
 		return c.apiVersions(h, frame, tRead)
 	case keySaslHandshake:
-		defer putBuf(buf)
+		defer bufpool.Put(buf)
 		return c.saslHandshake(h, frame, tRead)
 	case keySaslAuthenticate:
-		defer putBuf(buf)
+		defer bufpool.Put(buf)
 		return c.saslAuthenticate(h, frame, tRead)
 	}
 	if !c.sessionExpiry.IsZero() && tRead.After(c.sessionExpiry) {
-		putBuf(buf)
+		bufpool.Put(buf)
 		c.log.Info("closing connection: SASL session expired without re-authentication", zap.String("principal", c.fc.Principal().ID))
 		c.s.m.request(h.Key, outcomeError)
 		return false
 	}
 	if c.up == nil {
 		if err := c.connectUpstream(); err != nil {
-			putBuf(buf)
+			bufpool.Put(buf)
 			c.log.Warn("closing connection: upstream unavailable", zap.Error(err))
 			c.s.m.request(h.Key, outcomeError)
 			return false
 		}
 	}
 	if !c.versions.supports(h.Key, h.Version) {
-		putBuf(buf)
+		bufpool.Put(buf)
 		reason := "api version not supported by the gateway and upstream; not forwarded"
 		if c.s.refuses != nil && c.s.refuses(h.Key) {
 			reason = "api refused by policy (inter-broker or controller); not forwarded"
@@ -638,7 +639,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 		req := kmsg.RequestForKey(h.Key)
 		req.SetVersion(h.Version)
 		if err := req.ReadFrom(body); err != nil {
-			putBuf(buf)
+			bufpool.Put(buf)
 			c.log.Warn("closing connection: malformed request body", zap.String("api", apiName(h.Key)),
 				zap.Int16("api_version", h.Version), zap.Error(err))
 			c.s.m.request(h.Key, outcomeError)
@@ -658,7 +659,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			if d, ok := filter.AsDenial(err); ok {
 				resp, rerr := kafkaerr.ErrorResponse(req, d.Code)
 				if rerr != nil {
-					putBuf(buf)
+					bufpool.Put(buf)
 					c.log.Warn("closing connection: request denied and no error response exists for it",
 						zap.String("filter", f.Name()), zap.String("api", apiName(h.Key)), zap.String("reason", d.Reason), zap.Error(rerr))
 					c.s.m.request(h.Key, outcomeDenied)
@@ -668,7 +669,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 				x.Set(deniedKey{}, d)
 				break
 			}
-			putBuf(buf)
+			bufpool.Put(buf)
 			c.log.Warn("closing connection: filter failed", zap.String("filter", f.Name()), zap.String("api", apiName(h.Key)), zap.Error(err))
 			c.s.m.request(h.Key, outcomeError)
 			return false
@@ -677,7 +678,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			if acks0 {
 				// acks=0 never gets a response, even an error one.
 				c.runResponseFilters(p)
-				putBuf(buf)
+				bufpool.Put(buf)
 				c.s.m.request(h.Key, outcomeDenied)
 				return true
 			}
@@ -687,7 +688,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 		if !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
 			return c.forwardAsRead(p, h, out, acks0)
 		}
-		wbuf = getBuf(len(frame) + 64)
+		wbuf = bufpool.Get(len(frame) + 64)
 		out = append(*wbuf, 0, 0, 0, 0)
 		out = append(out, frame[:h.BodyOffset]...)
 		out = req.AppendTo(out)
@@ -698,11 +699,11 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	// tSent is set before the hand-off: the write loop reads it.
 	p.tSent = time.Now()
 	if !acks0 && !c.enqueue(p) {
-		putBuf(wbuf)
+		bufpool.Put(wbuf)
 		return false
 	}
 	_, err := c.up.Write(out)
-	putBuf(wbuf)
+	bufpool.Put(wbuf)
 	if err == nil && rest > 0 {
 		c.s.m.stream(h.Key)
 		err = c.copyRest(rest)
@@ -865,7 +866,7 @@ func (c *clientConn) abandon(p *pending) {
 }
 
 func (c *clientConn) release(p *pending) {
-	putBuf(p.buf)
+	bufpool.Put(p.buf)
 	p.buf = nil
 }
 
@@ -1022,11 +1023,11 @@ func (c *clientConn) respond(p *pending) error {
 	if x.Local != nil {
 		x.Response = x.Local
 		c.runResponseFilters(p)
-		out := getBuf(4096)
+		out := bufpool.Get(4096)
 		*out = appendResponseFrame(*out, x.CorrelationID, x.Key, x.Version, x.Response)
 		_, err := c.nc.Write(*out)
 		c.s.m.bytesOut.Add(float64(len(*out)))
-		putBuf(out)
+		bufpool.Put(out)
 		c.s.m.request(x.Key, localOutcome(x))
 		c.s.m.gateway(x.Key, time.Since(p.tRead).Seconds())
 		return err
@@ -1095,8 +1096,8 @@ func (c *clientConn) respond(p *pending) error {
 		return nil
 	}
 
-	rbuf := getBuf(int(n) + 4)
-	defer putBuf(rbuf)
+	rbuf := bufpool.Get(int(n) + 4)
+	defer bufpool.Put(rbuf)
 	b := append(*rbuf, hdr[:]...)
 	b = b[:4+int(n)]
 	*rbuf = b
@@ -1130,8 +1131,8 @@ func (c *clientConn) respond(p *pending) error {
 	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
 	out := b
 	if changed || denied || x.Response != resp || x.ResponseChanged() || !reportsChanges(p.chain, x.Key) {
-		enc := getBuf(len(b) + 256)
-		defer putBuf(enc)
+		enc := bufpool.Get(len(b) + 256)
+		defer bufpool.Put(enc)
 		*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)
 		out = *enc
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -78,7 +79,7 @@ type fetchRelay struct {
 // newRelay starts a relay of the n bytes src holds to dst, with hdr
 // queued first, on a pooled read buffer and queue that close returns.
 func newRelay(dst io.Writer, src io.Reader, n int64, hdr []byte, flex bool) *fetchRelay {
-	wb := getBuf(64 << 10)
+	wb := bufpool.Get(64 << 10)
 	r := &fetchRelay{src: src, dst: dst, flex: flex, wb: append(*wb, hdr...), wbuf: wb, limN: n}
 	r.lim = io.LimitedReader{R: src, N: n}
 	r.cr = capReader{r: &r.lim, n: structAhead}
@@ -114,7 +115,7 @@ func (r *fetchRelay) close() {
 	r.br.Reset(nil)
 	fetchReaders.Put(r.br)
 	*r.wbuf = r.wb[:0]
-	putBuf(r.wbuf)
+	bufpool.Put(r.wbuf)
 }
 
 func (r *fetchRelay) malformed() error {

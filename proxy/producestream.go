@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -268,7 +269,7 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 		}
 		h, err := parseRequestHeader(frame)
 		if err != nil { // it parsed from the same bytes before
-			putBuf(buf)
+			bufpool.Put(buf)
 			return false
 		}
 		return c.forward(h, buf, frame, 0, p.tRead)
@@ -278,7 +279,7 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 	c.s.m.stream(h.Key)
 	// c.up itself, not a wrapper, so that the records can be spliced.
 	parts, st, err := relayProduceRequest(c.up, c.br, c.nc, (*buf)[:4+h.BodyOffset], body, int64(rest), h.Version)
-	putBuf(buf)
+	bufpool.Put(buf)
 	c.s.m.bytesIn.Add(float64(rest))
 	if err != nil {
 		if errors.Is(err, errProduceStream) {

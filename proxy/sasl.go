@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/sluice-gw/sluice/proxy/bufpool"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -94,7 +95,7 @@ func (c *clientConn) saslAuthenticate(h requestHeader, frame []byte, tRead time.
 
 // saslRawToken handles a raw token after SaslHandshake v0.
 func (c *clientConn) saslRawToken(buf *[]byte, token []byte, tRead time.Time) bool {
-	defer putBuf(buf)
+	defer bufpool.Put(buf)
 	reply, _, _, _, err := c.step(token)
 	if err != nil {
 		// v0 has no error channel: the connection is closed.
