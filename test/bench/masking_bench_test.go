@@ -170,10 +170,12 @@ masking: {}
 			wait()
 			s := all[v.name]
 			s.mbs = append(s.mbs, mb[topic]/secs)
+			cpu := 0.0
 			if vg != nil {
-				s.cpu = append(s.cpu, (vg.cpuSeconds(b)-cpu0)*1000/mb[topic])
+				cpu = (vg.cpuSeconds(b) - cpu0) * 1000 / mb[topic]
+				s.cpu = append(s.cpu, cpu)
 			}
-			b.Logf("round %d %-12s consume %7.1f MB/s", r, v.name, mb[topic]/secs)
+			b.Logf("round %d %-12s consume %7.1f MB/s cpu %.3f ms/MB", r, v.name, mb[topic]/secs, cpu)
 		}
 	}
 
@@ -193,6 +195,13 @@ masking: {}
 		if !strings.HasPrefix(v.name, "direct") {
 			b.ReportMetric(x, v.name+"-consume-x")
 			b.ReportMetric(median(s.cpu), v.name+"-cpu-ms/MB")
+		}
+	}
+	for _, v := range vs {
+		if base, ok := strings.CutSuffix(v.name, "-alt"); ok {
+			a, o := all[v.name], all[base]
+			fmt.Fprintf(&out, "%s against %s: consume %.3fx, gateway CPU per MB %.3fx\n", v.name, base,
+				pairedRatio(a.mbs, o.mbs), pairedRatio(a.cpu, o.cpu))
 		}
 	}
 	fmt.Print(out.String())
