@@ -96,6 +96,10 @@ func (f *auditFilter) ProduceRelayed(context.Context, *filter.Exchange) {}
 // what a streamed response delivered.
 func (f *auditFilter) StreamFetch(*filter.Exchange) bool { return true }
 
+// CountsFetch implements filter.FetchCounter: the events carry what a
+// streamed response delivered.
+func (f *auditFilter) CountsFetch() bool { return true }
+
 // FetchTopic implements filter.FetchStreamer; it withholds nothing.
 func (f *auditFilter) FetchTopic(context.Context, *filter.Exchange, string, [16]byte) int16 { return 0 }
 

@@ -214,6 +214,9 @@ func TestFetchDoneRecordsDelivered(t *testing.T) {
 	if !fs.StreamFetch(x) || fs.FetchTopic(context.Background(), x, "orders", [16]byte{}) != 0 {
 		t.Fatal("the audit filter refuses or withholds a stream")
 	}
+	if fc, ok := fs.(filter.FetchCounter); !ok || !fc.CountsFetch() {
+		t.Fatal("the audit filter does not ask for a streamed response's counts")
+	}
 	fs.FetchDone(context.Background(), x, map[string]filter.Stats{"orders": {Records: 7, Bytes: 700}})
 	env.close(t)
 	_, evs := events(t, cl)

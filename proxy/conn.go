@@ -783,6 +783,7 @@ func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
 	x := &p.x
 	return &fetchHooks{
 		delivered: make(map[string]filter.Stats, 2),
+		count:     countsFetch(p.chain),
 		topic: func(name string, id [16]byte) (int16, string) {
 			key := topicKey(x, name, id)
 			var code int16
@@ -794,6 +795,17 @@ func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
 			return code, key
 		},
 	}
+}
+
+// countsFetch reports whether a filter of chain reads a streamed Fetch
+// response's counts (filter.FetchCounter).
+func countsFetch(chain []filter.Filter) bool {
+	for _, f := range chain {
+		if fc, ok := f.(filter.FetchCounter); ok && fc.CountsFetch() {
+			return true
+		}
+	}
+	return false
 }
 
 // topicKey names a topic for counts: by name, or by its id resolved

@@ -132,8 +132,10 @@ type fetchHooks struct {
 	// carry instead of their records; key names it in delivered.
 	topic func(name string, id [16]byte) (code int16, key string)
 	// delivered counts the records and bytes relayed per topic key, as
-	// the audit filter counts a decoded response.
+	// the audit filter counts a decoded response, when count is set
+	// (filter.FetchCounter).
 	delivered map[string]filter.Stats
+	count     bool
 }
 
 // remaining is how many bytes of the response are still unread.
@@ -470,7 +472,7 @@ func (r *fetchRelay) partition(version int16, key string) error {
 	if err != nil {
 		return err
 	}
-	if r.hooks != nil {
+	if r.hooks != nil && r.hooks.count {
 		err = r.relayCounted(n, key)
 	} else {
 		err = r.relay(n)

@@ -313,7 +313,7 @@ func FuzzFetchStream(f *testing.F) {
 		// Through hooks that withhold every other topic: nothing of a
 		// withheld topic's records reaches the client.
 		withhold := func(name string, id [16]byte) bool { return (len(name)+int(id[0]))%2 == 0 }
-		hooks := &fetchHooks{delivered: map[string]filter.Stats{}, topic: func(name string, id [16]byte) (int16, string) {
+		hooks := &fetchHooks{delivered: map[string]filter.Stats{}, count: true, topic: func(name string, id [16]byte) (int16, string) {
 			if withhold(name, id) {
 				return 29, name
 			}
@@ -433,7 +433,7 @@ func TestRelayFetchWithholds(t *testing.T) {
 					codes[key(tp.Topic, tp.TopicID)] = int16(29 + rng.Intn(3))
 				}
 			}
-			hooks := &fetchHooks{delivered: map[string]filter.Stats{}, topic: func(name string, id [16]byte) (int16, string) {
+			hooks := &fetchHooks{delivered: map[string]filter.Stats{}, count: true, topic: func(name string, id [16]byte) (int16, string) {
 				k := key(name, id)
 				return codes[k], k
 			}}

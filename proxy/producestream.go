@@ -161,7 +161,7 @@ func relayProduceRequest(dst io.Writer, src *bufio.Reader, conn net.Conn, hdr, b
 	r := newRelay(dst, in, int64(len(body))+rest, hdr, version >= 9)
 	defer r.close()
 	r.bad, r.conn, r.pre = errProduceStream, conn, pre
-	r.hooks = &fetchHooks{delivered: make(map[string]filter.Stats, 1)}
+	r.hooks = &fetchHooks{delivered: make(map[string]filter.Stats, 1), count: true}
 	parts, err := r.produceBody(version)
 	if err != nil {
 		return nil, filter.Stats{}, err

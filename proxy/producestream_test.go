@@ -578,8 +578,9 @@ func TestRelayFetchSplices(t *testing.T) {
 	resp.Topics = append(resp.Topics, topic)
 	frame := fetchFrame(resp)
 
-	for _, counted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("counted=%v", counted), func(t *testing.T) {
+	for _, tc := range []struct{ hooks, counted bool }{{false, false}, {true, false}, {true, true}} {
+		counted := tc.counted
+		t.Run(fmt.Sprintf("hooks=%v,counted=%v", tc.hooks, counted), func(t *testing.T) {
 			brokerSide, gwIn := tcpPair(t)
 			gwOut, clientSide := tcpPair(t)
 			go func() { _, _ = brokerSide.Write(frame) }()
@@ -596,8 +597,8 @@ func TestRelayFetchSplices(t *testing.T) {
 				t.Fatal(err)
 			}
 			var hooks *fetchHooks
-			if counted {
-				hooks = &fetchHooks{delivered: map[string]filter.Stats{}, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
+			if tc.hooks {
+				hooks = &fetchHooks{delivered: map[string]filter.Stats{}, count: counted, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
 			}
 			before := splicedBytes.Load()
 			size := int32(binary.BigEndian.Uint32(hdr))
@@ -612,6 +613,8 @@ func TestRelayFetchSplices(t *testing.T) {
 				if st := hooks.delivered["t"]; st.Bytes != 4<<20 || st.Records != 4000 {
 					t.Fatalf("counted %+v", st)
 				}
+			} else if tc.hooks && len(hooks.delivered) != 0 {
+				t.Fatalf("counted %v with no filter counting", hooks.delivered)
 			}
 			// Per bulk copy at most structAhead read ahead, beside the
 			// structure (which is under 200 bytes here).
@@ -620,5 +623,30 @@ func TestRelayFetchSplices(t *testing.T) {
 				t.Fatalf("%d of %d bytes spliced; all but at most %d should be", spliced, len(frame), memory)
 			}
 		})
+	}
+}
+
+type counter struct {
+	filter.Funcs
+	counts bool
+}
+
+func (c counter) CountsFetch() bool { return c.counts }
+
+// TestCountsFetch: a streamed response is counted batch by batch only when
+// a filter of the chain reads the counts.
+func TestCountsFetch(t *testing.T) {
+	for _, tc := range []struct {
+		chain []filter.Filter
+		want  bool
+	}{
+		{nil, false},
+		{[]filter.Filter{filter.Funcs{FilterName: "policy"}}, false},
+		{[]filter.Filter{filter.Funcs{FilterName: "policy"}, counter{counts: false}}, false},
+		{[]filter.Filter{filter.Funcs{FilterName: "policy"}, counter{counts: true}}, true},
+	} {
+		if got := countsFetch(tc.chain); got != tc.want {
+			t.Errorf("countsFetch(%d filters) = %v, want %v", len(tc.chain), got, tc.want)
+		}
 	}
 }

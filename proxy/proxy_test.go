@@ -612,6 +612,9 @@ type streamer struct {
 
 func (s *streamer) StreamFetch(*filter.Exchange) bool { return true }
 
+// CountsFetch implements filter.FetchCounter: the test reads the counts.
+func (s *streamer) CountsFetch() bool { return true }
+
 func (s *streamer) FetchTopic(_ context.Context, x *filter.Exchange, topic string, id [16]byte) int16 {
 	s.topics.Add(1)
 	if topic == "" {

@@ -89,6 +89,15 @@ type FetchStreamer interface {
 	FetchDone(ctx context.Context, x *Exchange, delivered map[string]Stats)
 }
 
+// FetchCounter is implemented by a FetchStreamer that reads the counts
+// FetchDone is given (the audit filter). Counting relays a partition batch
+// by batch, each batch header peeked; when no filter of a chain counts, a
+// streamed response's partitions are relayed whole and FetchDone's
+// delivered is empty.
+type FetchCounter interface {
+	CountsFetch() bool
+}
+
 // FetchPreparer is implemented by a filter that starts work on a decoded
 // Fetch response's partitions while the rest of the response is still
 // arriving (masking: a consumer's response is megabytes, and reading it
