@@ -227,6 +227,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return 
 // (sluice_proxy_spliced_bytes_total).
 var splicedBytes atomic.Int64
 
+// vectoredFrames counts the changed Fetch responses written with their
+// large record batches in place (fetchvec.go), for tests.
+var vectoredFrames atomic.Int64
+
 // readRequest reads one frame, or for a large frame its first headPeek
 // bytes, into a pooled buffer holding the size prefix and what was read. It
 // returns the buffer, the frame bytes read (without the prefix) and how many
@@ -1142,16 +1146,36 @@ func (c *clientConn) respond(p *pending) error {
 	denied := c.runResponseFilters(p)
 	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
 	out := b
+	var vec net.Buffers
 	if changed || denied || x.Response != resp || x.ResponseChanged() || !reportsChanges(p.chain, x.Key) {
 		enc := bufpool.Get(len(b) + 256)
 		defer bufpool.Put(enc)
-		*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)
+		// A TLS connection writes buffer by buffer, each a record of its
+		// own: it takes the frame whole.
+		fr, ok := x.Response.(*kmsg.FetchResponse)
+		if _, tcp := c.nc.(*net.TCPConn); ok && tcp {
+			*enc, vec, ok = fetchFrameVec(*enc, x.CorrelationID, x.Version, fr)
+		} else {
+			ok = false
+		}
+		if !ok {
+			*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)
+		}
 		out = *enc
 	}
-	if _, err := c.nc.Write(out); err != nil {
+	written := int64(len(out))
+	if vec != nil {
+		// A changed Fetch response: its large record batches are written
+		// from where the filters left them (fetchvec.go).
+		var err error
+		if written, err = vec.WriteTo(c.nc); err != nil {
+			return err
+		}
+		vectoredFrames.Add(1)
+	} else if _, err := c.nc.Write(out); err != nil {
 		return err
 	}
-	c.s.m.bytesOut.Add(float64(len(out)))
+	c.s.m.bytesOut.Add(float64(written))
 	outcome := outcomeForwarded
 	if denied {
 		outcome = outcomeDenied

@@ -428,6 +428,10 @@ func TestLargeFramesCutThrough(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}}
+	changingFetch := filter.Funcs{FilterName: "change", Keys: []int16{1}, Resp: func(_ context.Context, x *filter.Exchange) error {
+		x.MarkResponseChanged()
+		return nil
+	}}
 	for _, tc := range []struct {
 		name    string
 		filters []filter.Filter
@@ -436,6 +440,9 @@ func TestLargeFramesCutThrough(t *testing.T) {
 		{"raw acks=all", nil, kgo.AllISRAcks()},
 		{"raw acks=0", nil, kgo.NoAck()},
 		{"filtered acks=all", []filter.Filter{counting}, kgo.AllISRAcks()},
+		// Fetch responses decoded and encoded again: their large
+		// partitions are written in place (fetchvec.go).
+		{"changed fetch", []filter.Filter{changingFetch}, kgo.AllISRAcks()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, tc.filters...)
@@ -474,7 +481,13 @@ func TestLargeFramesCutThrough(t *testing.T) {
 					t.Errorf("%d of %d record bytes went through memory", memory, produced)
 				}
 			}
+			vectored := vectoredFrames.Load()
 			cons := e.client(t, kgo.ConsumeTopics("big"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(32<<20))
+			defer func() {
+				if n := vectoredFrames.Load() - vectored; (n > 0) != (tc.name == "changed fetch") {
+					t.Errorf("%d fetch responses written in place", n)
+				}
+			}()
 			for len(want) > 0 {
 				fs := cons.PollFetches(ctx)
 				if err := fs.Err0(); err != nil {
