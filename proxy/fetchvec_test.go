@@ -116,3 +116,55 @@ func TestFetchFrameVecTCP(t *testing.T) {
 		t.Fatal("the frame read differs from the encoding")
 	}
 }
+
+// FuzzFetchFrameVec decodes arbitrary Fetch response bodies, makes some of
+// their partitions large, and checks that the vectored frame is exactly
+// the frame kmsg encodes.
+func FuzzFetchFrameVec(f *testing.F) {
+	rng := rand.New(rand.NewSource(13))
+	for v := int16(fetchPrepareMinVersion); v <= fetchStreamMaxVersion; v += 3 {
+		resp := randFetchResponse(rng, v, "kafka")
+		for ti := range resp.Topics { // small seeds: the fuzzer grows partitions itself
+			for pi := range resp.Topics[ti].Partitions {
+				p := &resp.Topics[ti].Partitions[pi]
+				p.RecordBatches = p.RecordBatches[:min(len(p.RecordBatches), 16)]
+				p.UnknownTags = kmsg.Tags{}
+			}
+		}
+		f.Add(int8(v), resp.AppendTo(nil), uint8(0x55))
+	}
+	f.Fuzz(func(t *testing.T, version int8, body []byte, grow uint8) {
+		v := int16(version)
+		if v < 0 || v > fetchStreamMaxVersion {
+			return
+		}
+		resp := kmsg.NewPtrFetchResponse()
+		resp.SetVersion(v)
+		if resp.ReadFrom(body) != nil {
+			return
+		}
+		i := 0
+		for ti := range resp.Topics {
+			for pi := range resp.Topics[ti].Partitions {
+				if grow&(1<<(i%8)) != 0 {
+					p := &resp.Topics[ti].Partitions[pi]
+					p.RecordBatches = append(p.RecordBatches, make([]byte, vecMinRecords)...)
+				}
+				i++
+			}
+		}
+		want := appendResponseFrame(nil, 3, 1, v, resp)
+		_, bufs, ok := fetchFrameVec(nil, 3, v, resp)
+		if !ok {
+			return
+		}
+		var got bytes.Buffer
+		_, _ = bufs.WriteTo(&got)
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("v%d: vectored frame (%d bytes) differs from the encoding (%d)", v, got.Len(), len(want))
+		}
+		if again := appendResponseFrame(nil, 3, 1, v, resp); !bytes.Equal(again, want) {
+			t.Fatalf("v%d: the response was changed", v)
+		}
+	})
+}
