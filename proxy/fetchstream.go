@@ -89,7 +89,8 @@ func newRelay(dst io.Writer, src io.Reader, n int64, hdr []byte, flex bool) *fet
 }
 
 // structAhead bounds how far the relay's reader reads ahead of the
-// structure it parses at the start and after each bulk copy: what it reads
+// structure it parses at the start and after each bulk copy of a buffer
+// or more (relay): what it reads
 // ahead of a record batch goes out through memory (a write) instead of
 // socket to socket, and a full 32 KiB read there put 32 KiB of every
 // partition and every counted batch through two copies. Once a small
@@ -241,6 +242,14 @@ func (r *fetchRelay) relay(n int64) error {
 		_, err := r.take(int(n))
 		return err
 	}
+	// After a region of a buffer or more, the next read stops at the
+	// next head; after a smaller one it fills the buffer, which then
+	// likely holds the next regions whole (batches of a few KiB go out
+	// from memory in few calls rather than a splice each).
+	ahead := 0
+	if n >= int64(r.br.Size()) {
+		ahead = structAhead
+	}
 	// What the reader holds goes out with the queued structure in one
 	// write when it is small (as it is after structAhead), before it
 	// otherwise.
@@ -260,7 +269,7 @@ func (r *fetchRelay) relay(n int64) error {
 	if err := r.flush(); err != nil {
 		return err
 	}
-	r.cr.n = structAhead
+	r.cr.n = ahead
 	if n == 0 {
 		return nil
 	}

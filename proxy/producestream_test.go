@@ -650,3 +650,55 @@ func TestCountsFetch(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayFetchSmallBatches: a partition of 8 KiB record batches, counted
+// batch by batch, is read in buffer-sized reads and mostly written from
+// memory, not spliced a batch at a time after a read of each header (the
+// read-ahead bound applies after regions of a buffer or more only).
+func TestRelayFetchSmallBatches(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	resp := kmsg.NewPtrFetchResponse()
+	resp.SetVersion(16)
+	topic := kmsg.NewFetchResponseTopic()
+	topic.TopicID = [16]byte{2}
+	p := kmsg.NewFetchResponseTopicPartition()
+	for range 64 {
+		p.RecordBatches = append(p.RecordBatches, bulkBatch(rng, 8<<10, 10)...)
+	}
+	topic.Partitions = append(topic.Partitions, p)
+	resp.Topics = append(resp.Topics, topic)
+	frame := fetchFrame(resp)
+
+	brokerSide, gwIn := tcpPair(t)
+	gwOut, clientSide := tcpPair(t)
+	if _, err := brokerSide.Write(frame); err != nil { // all of it waits in the socket
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(frame))
+		if _, err := io.ReadFull(clientSide, b); err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}()
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(gwIn, hdr); err != nil {
+		t.Fatal(err)
+	}
+	hooks := &fetchHooks{delivered: map[string]filter.Stats{}, count: true, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
+	before := splicedBytes.Load()
+	if err := relayFetchResponse(gwOut, gwIn, hdr, int32(binary.BigEndian.Uint32(hdr)), 16, func(*kmsg.FetchResponse) bool { return false }, hooks); err != nil {
+		t.Fatal(err)
+	}
+	spliced := splicedBytes.Load() - before
+	if b := <-got; !bytes.Equal(b, frame) {
+		t.Fatal("the client did not receive the broker's bytes")
+	}
+	if st := hooks.delivered["t"]; st.Bytes != 64*8<<10 || st.Records != 640 {
+		t.Fatalf("counted %+v", st)
+	}
+	if spliced > int64(len(frame)/2) {
+		t.Fatalf("%d of %d bytes spliced: small batches were spliced one by one", spliced, len(frame))
+	}
+}
