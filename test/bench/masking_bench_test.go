@@ -54,7 +54,7 @@ func BenchmarkMaskedConsume(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer kf.Close()
+	b.Cleanup(kf.Close) // after the gateways' cleanups, as in BenchmarkGateway
 	reg, err := schema.StartEmbedded("127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
