@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"io"
 	"math/rand"
 	"testing"
 	"unsafe"
@@ -101,14 +100,7 @@ func TestFetchFrameVecTCP(t *testing.T) {
 		t.Fatalf("vectored %v in %d buffers", ok, len(bufs))
 	}
 	w, r := tcpPair(t)
-	got := make(chan []byte, 1)
-	go func() {
-		b := make([]byte, len(want))
-		if _, err := io.ReadFull(r, b); err != nil {
-			t.Error(err)
-		}
-		got <- b
-	}()
+	got := readAsync(t, r, len(want))
 	if n, err := bufs.WriteTo(w); err != nil || n != int64(len(want)) {
 		t.Fatalf("wrote %d of %d bytes: %v", n, len(want), err)
 	}

@@ -474,6 +474,53 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return a.(*net.TCPConn), b.(*net.TCPConn)
 }
 
+// readAsync reads n bytes from c on a goroutine; the channel gets them.
+func readAsync(t *testing.T, c net.Conn, n int) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}()
+	return got
+}
+
+// relayFetchTCP sends the Fetch v16 response frame from a broker's side of
+// a TCP connection, relays it through hooks to a client's side of another
+// (the gateway's two connections, plain TCP as they are in production),
+// checks the client received it unchanged, and returns how many bytes
+// copyN spliced. With preload the whole frame is written before the relay
+// starts reading, else while it reads.
+func relayFetchTCP(t *testing.T, frame []byte, hooks *fetchHooks, preload bool) int64 {
+	t.Helper()
+	brokerSide, gwIn := tcpPair(t)
+	gwOut, clientSide := tcpPair(t)
+	if preload {
+		if _, err := brokerSide.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		go func() { _, _ = brokerSide.Write(frame) }()
+	}
+	got := readAsync(t, clientSide, len(frame))
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(gwIn, hdr); err != nil {
+		t.Fatal(err)
+	}
+	before := splicedBytes.Load()
+	size := int32(binary.BigEndian.Uint32(hdr))
+	if err := relayFetchResponse(gwOut, gwIn, hdr, size, 16, func(*kmsg.FetchResponse) bool { return false }, hooks); err != nil {
+		t.Fatal(err)
+	}
+	spliced := splicedBytes.Load() - before
+	if b := <-got; !bytes.Equal(b, frame) {
+		t.Fatal("the client did not receive the broker's bytes")
+	}
+	return spliced
+}
+
 // TestRelayProduceSplices relays a Produce request of two 1 MiB batches
 // between plain TCP connections, the client's read ahead into its buffered
 // reader as the gateway's is: everything but what was read ahead of the
@@ -506,15 +553,7 @@ func TestRelayProduceSplices(t *testing.T) {
 	clientSide, gwIn := tcpPair(t)
 	gwOut, brokerSide := tcpPair(t)
 	go func() { _, _ = clientSide.Write(frame) }()
-	got := make(chan []byte, 1)
-	go func() {
-		b := make([]byte, len(frame))
-		_, err := io.ReadFull(brokerSide, b)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- b
-	}()
+	got := readAsync(t, brokerSide, len(frame))
 
 	const ahead = 64 << 10 // the client reader's size in the gateway
 	br := bufio.NewReaderSize(gwIn, ahead)
@@ -581,34 +620,11 @@ func TestRelayFetchSplices(t *testing.T) {
 	for _, tc := range []struct{ hooks, counted bool }{{false, false}, {true, false}, {true, true}} {
 		counted := tc.counted
 		t.Run(fmt.Sprintf("hooks=%v,counted=%v", tc.hooks, counted), func(t *testing.T) {
-			brokerSide, gwIn := tcpPair(t)
-			gwOut, clientSide := tcpPair(t)
-			go func() { _, _ = brokerSide.Write(frame) }()
-			got := make(chan []byte, 1)
-			go func() {
-				b := make([]byte, len(frame))
-				if _, err := io.ReadFull(clientSide, b); err != nil {
-					t.Error(err)
-				}
-				got <- b
-			}()
-			hdr := make([]byte, 8)
-			if _, err := io.ReadFull(gwIn, hdr); err != nil {
-				t.Fatal(err)
-			}
 			var hooks *fetchHooks
 			if tc.hooks {
 				hooks = &fetchHooks{delivered: map[string]filter.Stats{}, count: counted, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
 			}
-			before := splicedBytes.Load()
-			size := int32(binary.BigEndian.Uint32(hdr))
-			if err := relayFetchResponse(gwOut, gwIn, hdr, size, 16, func(*kmsg.FetchResponse) bool { return false }, hooks); err != nil {
-				t.Fatal(err)
-			}
-			spliced := splicedBytes.Load() - before
-			if b := <-got; !bytes.Equal(b, frame) {
-				t.Fatal("the client did not receive the broker's bytes")
-			}
+			spliced := relayFetchTCP(t, frame, hooks, false)
 			if counted {
 				if st := hooks.delivered["t"]; st.Bytes != 4<<20 || st.Records != 4000 {
 					t.Fatalf("counted %+v", st)
@@ -669,32 +685,8 @@ func TestRelayFetchSmallBatches(t *testing.T) {
 	resp.Topics = append(resp.Topics, topic)
 	frame := fetchFrame(resp)
 
-	brokerSide, gwIn := tcpPair(t)
-	gwOut, clientSide := tcpPair(t)
-	if _, err := brokerSide.Write(frame); err != nil { // all of it waits in the socket
-		t.Fatal(err)
-	}
-	got := make(chan []byte, 1)
-	go func() {
-		b := make([]byte, len(frame))
-		if _, err := io.ReadFull(clientSide, b); err != nil {
-			t.Error(err)
-		}
-		got <- b
-	}()
-	hdr := make([]byte, 8)
-	if _, err := io.ReadFull(gwIn, hdr); err != nil {
-		t.Fatal(err)
-	}
 	hooks := &fetchHooks{delivered: map[string]filter.Stats{}, count: true, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
-	before := splicedBytes.Load()
-	if err := relayFetchResponse(gwOut, gwIn, hdr, int32(binary.BigEndian.Uint32(hdr)), 16, func(*kmsg.FetchResponse) bool { return false }, hooks); err != nil {
-		t.Fatal(err)
-	}
-	spliced := splicedBytes.Load() - before
-	if b := <-got; !bytes.Equal(b, frame) {
-		t.Fatal("the client did not receive the broker's bytes")
-	}
+	spliced := relayFetchTCP(t, frame, hooks, true) // all of it waits in the socket
 	if st := hooks.delivered["t"]; st.Bytes != 64*8<<10 || st.Records != 640 {
 		t.Fatalf("counted %+v", st)
 	}
