@@ -160,9 +160,15 @@ func (g *gateway) cpuSeconds(b *testing.B) float64 {
 	if s, ok := processCPU(g.cmd.Process.Pid); ok {
 		return s
 	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	return procTicks(b, g.cmd.Process.Pid)
+}
+
+// procTicks is a process's user and system time from /proc/<pid>/stat, in
+// its 10 ms ticks.
+func procTicks(tb testing.TB, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	// Fields after the parenthesised command name; utime and stime are
 	// fields 14 and 15 (1-based) of the whole line.
