@@ -1152,13 +1152,12 @@ func (c *clientConn) respond(p *pending) error {
 		defer bufpool.Put(enc)
 		// A TLS connection writes buffer by buffer, each a record of its
 		// own: it takes the frame whole.
-		fr, ok := x.Response.(*kmsg.FetchResponse)
-		if _, tcp := c.nc.(*net.TCPConn); ok && tcp {
-			*enc, vec, ok = fetchFrameVec(*enc, x.CorrelationID, x.Version, fr)
-		} else {
-			ok = false
+		vectored := false
+		fr, fetch := x.Response.(*kmsg.FetchResponse)
+		if _, tcp := c.nc.(*net.TCPConn); fetch && tcp {
+			*enc, vec, vectored = fetchFrameVec(*enc, x.CorrelationID, x.Version, fr)
 		}
-		if !ok {
+		if !vectored {
 			*enc = appendResponseFrame(*enc, x.CorrelationID, x.Key, x.Version, x.Response)
 		}
 		out = *enc

@@ -89,14 +89,13 @@ func newRelay(dst io.Writer, src io.Reader, n int64, hdr []byte, flex bool) *fet
 }
 
 // structAhead bounds how far the relay's reader reads ahead of the
-// structure it parses at the start and after each bulk copy of a buffer
-// or more (relay): what it reads
-// ahead of a record batch goes out through memory (a write) instead of
-// socket to socket, and a full 32 KiB read there put 32 KiB of every
-// partition and every counted batch through two copies. Once a small
-// region is taken through the reader (records under 4 KiB, an empty
-// partition), reads are whole again, so a response of many small
-// partitions is still read in few calls.
+// structure it parses, at the start and after each bulk copy of a buffer
+// or more (relay): what it reads ahead of a record batch goes out through
+// memory (a write) instead of socket to socket, and a full 32 KiB read
+// there put 32 KiB of every large partition and counted batch through two
+// copies. After a smaller region (records under a buffer, an empty
+// partition) reads are whole again, so many small partitions or batches of
+// a few KiB are still read in few calls.
 const structAhead = 256
 
 // capReader bounds each read to n bytes when n > 0.

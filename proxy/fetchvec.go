@@ -82,9 +82,12 @@ func fetchFrameVec(dst []byte, corr int32, version int16, resp *kmsg.FetchRespon
 	if flex {
 		prefix = 1
 	}
+	if k != len(present) {
+		return dst, nil, false // cannot happen for what kmsg encodes
+	}
 	for _, s := range slots {
-		if k != len(present) || s.pos < 8+prefix || !standInAt(frame, s.pos, flex) {
-			return dst, nil, false // cannot happen for what kmsg encodes
+		if s.pos < 8+prefix || !standInAt(frame, s.pos, flex) {
+			return dst, nil, false // nor this
 		}
 	}
 
