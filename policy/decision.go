@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
@@ -40,65 +43,173 @@ func (d *Decision) GrantID() string {
 	return d.Obligations.GrantID
 }
 
-// parseOutput converts the policy's result value (as OPA returns it:
-// map[string]any, []any, string, bool, json.Number, nil) into a Decision,
-// without a JSON round trip. Unknown keys are errors.
-func parseOutput(v any) (Decision, error) {
-	m, ok := v.(map[string]any)
+// parseResult parses the value of an evaluation's expression: the AST term
+// keepTerm left, or (for a query that is not a term, such as a comparison)
+// a bool, which is not a decision.
+func parseResult(v any, memo *obligationsMemo) (Decision, error) {
+	t, ok := v.(*ast.Term)
 	if !ok {
 		return Decision{}, fmt.Errorf("policy: decision must be an object, got %T", v)
 	}
+	return parseOutputTerm(t, memo)
+}
+
+// parseOutputTerm converts the policy's result, as OPA's evaluator leaves
+// it (an AST term), into a Decision. Only the values of the decision's keys
+// are converted to Go values, not the object around them, and obligations
+// seen before come from memo (which may be nil). Unknown keys are errors.
+func parseOutputTerm(t *ast.Term, memo *obligationsMemo) (Decision, error) {
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return Decision{}, fmt.Errorf("policy: decision must be an object, got %s", ast.ValueName(t.Value))
+	}
 	var d Decision
 	seenAllow := false
-	for k, val := range m {
-		switch k {
-		case "allow":
-			b, ok := val.(bool)
-			if !ok {
-				return Decision{}, fmt.Errorf("policy: decision allow must be a boolean, got %T", val)
+	err := obj.Iter(func(k, v *ast.Term) error {
+		ks, ok := k.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("policy: decision has a non-string key %v", k)
+		}
+		if ks == "obligations" {
+			if _, null := v.Value.(ast.Null); null {
+				return nil
 			}
-			d.Allow, seenAllow = b, true
-		case "reason":
-			s, ok := val.(string)
-			if !ok {
-				return Decision{}, fmt.Errorf("policy: decision reason must be a string, got %T", val)
-			}
-			d.Reason = s
-		case "cache":
-			b, ok := val.(bool)
-			if !ok {
-				return Decision{}, fmt.Errorf("policy: decision cache must be a boolean, got %T", val)
-			}
-			d.NoCache = !b
-		case "expires_at":
-			t, err := timeValue(val)
-			if err != nil {
-				return Decision{}, fmt.Errorf("policy: decision expires_at: %w", err)
-			}
-			d.ExpiresAt = t
-		case "obligations":
-			if val == nil {
-				continue
-			}
-			ob, err := obligationsValue(val)
-			if err != nil {
-				return Decision{}, err
-			}
-			if err := checkObligations(ob); err != nil {
-				return Decision{}, err
-			}
+			ob, err := memo.parse(v.Value)
 			d.Obligations = ob
-		default:
-			return Decision{}, fmt.Errorf("policy: decision has unknown key %q", k)
+			return err
+		}
+		val, err := ast.JSON(v.Value)
+		if err != nil {
+			return fmt.Errorf("policy: decision %s: %w", ks, err)
+		}
+		return d.set(string(ks), val, &seenAllow)
+	})
+	if err != nil {
+		return Decision{}, err
+	}
+	return d.finish(seenAllow)
+}
+
+// obligationsMemo remembers the obligations parsed from a revision's
+// output values. A policy derives obligations from its data, so it yields
+// few distinct ones, each again and again: for every principal of an
+// organisation, and whenever a cached decision has lapsed. Equal values
+// (ast.Compare) parse to equal obligations, since obligations hold only
+// strings, lists and objects. The memo stops growing at
+// obligationsMemoMax entries; later values are parsed every time.
+type obligationsMemo struct {
+	mu sync.Mutex
+	m  map[int][]memoEntry
+	n  int
+}
+
+type memoEntry struct {
+	v  ast.Value
+	ob *filter.Obligations
+}
+
+const obligationsMemoMax = 4096
+
+func newObligationsMemo() *obligationsMemo {
+	return &obligationsMemo{m: map[int][]memoEntry{}}
+}
+
+// parse returns the obligations v stands for, checked. The result is
+// shared: never modify it.
+func (m *obligationsMemo) parse(v ast.Value) (*filter.Obligations, error) {
+	if m == nil {
+		return parseObligations(v)
+	}
+	h := v.Hash()
+	m.mu.Lock()
+	for _, e := range m.m[h] {
+		if e.v.Compare(v) == 0 {
+			m.mu.Unlock()
+			return e.ob, nil
 		}
 	}
+	m.mu.Unlock()
+	ob, err := parseObligations(v)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.n < obligationsMemoMax {
+		m.m[h] = append(m.m[h], memoEntry{v: v, ob: ob})
+		m.n++
+	}
+	m.mu.Unlock()
+	return ob, nil
+}
+
+func parseObligations(v ast.Value) (*filter.Obligations, error) {
+	val, err := ast.JSON(v)
+	if err != nil {
+		return nil, fmt.Errorf("policy: decision obligations: %w", err)
+	}
+	ob, err := obligationsValue(val)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkObligations(ob); err != nil {
+		return nil, err
+	}
+	return ob, nil
+}
+
+// set sets the decision's field k from its value in the policy's output.
+func (d *Decision) set(k string, val any, seenAllow *bool) error {
+	switch k {
+	case "allow":
+		b, ok := val.(bool)
+		if !ok {
+			return fmt.Errorf("policy: decision allow must be a boolean, got %T", val)
+		}
+		d.Allow, *seenAllow = b, true
+	case "reason":
+		s, ok := val.(string)
+		if !ok {
+			return fmt.Errorf("policy: decision reason must be a string, got %T", val)
+		}
+		d.Reason = s
+	case "cache":
+		b, ok := val.(bool)
+		if !ok {
+			return fmt.Errorf("policy: decision cache must be a boolean, got %T", val)
+		}
+		d.NoCache = !b
+	case "expires_at":
+		t, err := timeValue(val)
+		if err != nil {
+			return fmt.Errorf("policy: decision expires_at: %w", err)
+		}
+		d.ExpiresAt = t
+	case "obligations":
+		if val == nil {
+			return nil
+		}
+		ob, err := obligationsValue(val)
+		if err != nil {
+			return err
+		}
+		if err := checkObligations(ob); err != nil {
+			return err
+		}
+		d.Obligations = ob
+	default:
+		return fmt.Errorf("policy: decision has unknown key %q", k)
+	}
+	return nil
+}
+
+func (d *Decision) finish(seenAllow bool) (Decision, error) {
 	if !seenAllow {
 		return Decision{}, fmt.Errorf("policy: decision has no allow field")
 	}
 	if !d.Allow {
 		d.Obligations = nil
 	}
-	return d, nil
+	return *d, nil
 }
 
 func timeValue(v any) (time.Time, error) {

@@ -177,7 +177,9 @@ type revision struct {
 	partners map[string]ast.Value
 	byOrg    map[string][]grantTerm
 	cache    *cache
-	loaded   time.Time
+	// obligations memoises the obligations parsed from the output.
+	obligations *obligationsMemo
+	loaded      time.Time
 }
 
 // compile builds a revision from s: parse, compile, prepare the query, load
@@ -224,21 +226,21 @@ func compile(ctx context.Context, cfg *Config, s *sources, validate func(string,
 		return nil, err
 	}
 	rev := &revision{id: s.rev, pq: pq, labels: labels, grants: grants, partners: partners, byOrg: byOrg,
-		cache: newCache(cfg.CacheSize), loaded: time.Now()}
+		cache: newCache(cfg.CacheSize), obligations: newObligationsMemo(), loaded: time.Now()}
 
 	// Probe: the decision must be defined and well formed for a minimal
 	// input, or every request would be denied for a policy bug.
 	probe := Query{Principal: filter.Anonymous, Action: ActionDescribe, Resource: ResourceCluster, Name: ClusterName, Now: time.Now()}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rs, err := pq.Eval(pctx, rego.EvalParsedInput(probe.input(enrichment{})))
+	rs, err := pq.Eval(pctx, rego.EvalParsedInput(probe.input(enrichment{})), rego.EvalGenerateJSON(keepTerm))
 	if err != nil {
 		return nil, fmt.Errorf("policy: probe evaluation: %w", err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return nil, fmt.Errorf("policy: %s is undefined for a probe input; define a default decision", cfg.Query)
 	}
-	if _, err := parseOutput(rs[0].Expressions[0].Value); err != nil {
+	if _, err := parseResult(rs[0].Expressions[0].Value, nil); err != nil {
 		return nil, fmt.Errorf("policy: probe decision: %w", err)
 	}
 

@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func TestObligationsMemo(t *testing.T) {
+	m := newObligationsMemo()
+	a := ast.MustParseTerm(`{"grant_id": "g1", "purpose": "p", "mask": [{"field": "f", "strategy": "hash"}], "row_filter": null}`).Value
+	a2 := ast.MustParseTerm(`{"row_filter": null, "purpose": "p", "grant_id": "g1", "mask": [{"strategy": "hash", "field": "f"}]}`).Value
+	b := ast.MustParseTerm(`{"grant_id": "g1", "purpose": "p", "mask": [{"field": "f", "strategy": "redact"}], "row_filter": null}`).Value
+
+	oa, err := m.parse(a)
+	if err != nil || oa.GrantID != "g1" || len(oa.Mask) != 1 || oa.Mask[0].Strategy != "hash" {
+		t.Fatalf("parse a: %+v, %v", oa, err)
+	}
+	if o, _ := m.parse(a); o != oa {
+		t.Error("the same value parsed twice gives two obligations")
+	}
+	if o, _ := m.parse(a2); o != oa {
+		t.Error("an equal value (other key order) is not memoised")
+	}
+	ob, err := m.parse(b)
+	if err != nil || ob == oa || ob.Mask[0].Strategy != "redact" {
+		t.Fatalf("a different value got %+v (%v)", ob, err)
+	}
+
+	// Bad obligations fail every time and are not remembered.
+	bad := ast.MustParseTerm(`{"mask": [{"field": "f", "strategy": "rot13"}]}`).Value
+	for i := 0; i < 2; i++ {
+		if _, err := m.parse(bad); err == nil {
+			t.Fatalf("round %d: bad obligations accepted", i)
+		}
+	}
+	if m.n != 2 {
+		t.Errorf("memo holds %d entries, want 2", m.n)
+	}
+
+	// A full memo still parses, without growing.
+	m.n = obligationsMemoMax
+	c := ast.MustParseTerm(`{"grant_id": "g3"}`).Value
+	if o, err := m.parse(c); err != nil || o.GrantID != "g3" {
+		t.Fatalf("full memo: %+v, %v", o, err)
+	}
+	if m.n != obligationsMemoMax || len(m.m[c.Hash()]) != 0 {
+		t.Error("a full memo grew")
+	}
+
+	// Without a memo (the load probe), parsing works the same.
+	var none *obligationsMemo
+	if o, err := none.parse(b); err != nil || o.Mask[0].Strategy != "redact" {
+		t.Fatalf("nil memo: %+v, %v", o, err)
+	}
+}
+
+func TestParseResultNotATerm(t *testing.T) {
+	// A query that is an expression rather than a term (x == y) yields a
+	// bool, not a decision.
+	if _, err := parseResult(true, nil); err == nil {
+		t.Fatal("a bool result was accepted as a decision")
+	}
+	d, err := parseResult(ast.MustParseTerm(`{"allow": true, "reason": "r", "expires_at": "2027-01-01T00:00:00Z", "obligations": null}`), newObligationsMemo())
+	if err != nil || !d.Allow || d.Reason != "r" || d.ExpiresAt.Year() != 2027 || d.Obligations != nil {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	if _, err := parseResult(ast.MustParseTerm(`{"allow": true, "extra": 1}`), nil); err == nil {
+		t.Error("unknown key accepted")
+	}
+	if _, err := parseResult(ast.MustParseTerm(`{"reason": "no allow"}`), nil); err == nil {
+		t.Error("decision without allow accepted")
+	}
+}
