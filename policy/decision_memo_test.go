@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -70,5 +71,47 @@ func TestParseResultNotATerm(t *testing.T) {
 	}
 	if _, err := parseResult(ast.MustParseTerm(`{"reason": "no allow"}`), nil); err == nil {
 		t.Error("decision without allow accepted")
+	}
+}
+
+// The engine completes every grant it puts in input.grants: the window in
+// nanoseconds and the optional fields with their defaults, so policies
+// read fields instead of defaulting them.
+func TestGrantInputDefaults(t *testing.T) {
+	raw := `[
+		{"id": "bare", "org": "o", "topic": "t", "purpose": "p", "classification": "public"},
+		{"id": "full", "org": "o", "topic": "t", "purpose": "p", "classification": "public", "revoked": true,
+		 "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z",
+		 "mask": [{"field": "f", "strategy": "hash"}], "row_filter": {"field": "r", "op": "eq", "values": ["x"]}}
+	]`
+	var doc any
+	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	grants, err := parseGrants(doc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := indexGrants(doc, grants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"bare": `{"id": "bare", "org": "o", "topic": "t", "purpose": "p", "classification": "public",
+			"revoked": false, "valid_from": null, "valid_until": null, "mask": [], "row_filter": null,
+			"valid_from_ns": 0, "valid_until_ns": 7258118400000000000}`,
+		"full": `{"id": "full", "org": "o", "topic": "t", "purpose": "p", "classification": "public", "revoked": true,
+			"valid_from": "2025-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z",
+			"mask": [{"field": "f", "strategy": "hash"}], "row_filter": {"field": "r", "op": "eq", "values": ["x"]},
+			"valid_from_ns": 1735689600000000000, "valid_until_ns": 1798761600000000000}`,
+	}
+	if len(idx["o"]) != 2 {
+		t.Fatalf("index %v", idx)
+	}
+	for _, g := range idx["o"] {
+		id := string(g.term.Get(ast.StringTerm("id")).Value.(ast.String))
+		if w := ast.MustParseTerm(want[id]); g.term.Value.Compare(w.Value) != 0 {
+			t.Errorf("%s:\n got %v\nwant %v", id, g.term, w)
+		}
 	}
 }

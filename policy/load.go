@@ -498,6 +498,19 @@ func buildPartners(doc any) (map[string]ast.Value, error) {
 	return out, nil
 }
 
+// NoEndNS is valid_until_ns for a grant without valid_until:
+// 2200-01-01T00:00:00Z in Unix nanoseconds.
+const NoEndNS int64 = 7258118400000000000
+
+// grantDefaults are the optional fields of a grant in input.grants, with
+// the values they have when the grant leaves them out.
+var grantDefaults = [][2]*ast.Term{
+	{ast.StringTerm("valid_from"), ast.NullTerm()},
+	{ast.StringTerm("valid_until"), ast.NullTerm()},
+	{ast.StringTerm("mask"), ast.ArrayTerm()},
+	{ast.StringTerm("row_filter"), ast.NullTerm()},
+}
+
 // indexGrants indexes the raw grants (as the policy sees them) by org.
 func indexGrants(doc any, grants []Grant) (map[string][]grantTerm, error) {
 	out := map[string][]grantTerm{}
@@ -519,13 +532,28 @@ func indexGrants(doc any, grants []Grant) (map[string][]grantTerm, error) {
 		if !ok {
 			return nil, fmt.Errorf("policy: data.grants[%d] is not an object", i)
 		}
+		// The engine completes each grant, so that policies read fields
+		// instead of calling object.get with a default on every
+		// evaluation: the window as Unix nanoseconds (0 and NoEndNS for
+		// none), revoked, and the other optional fields with their
+		// defaults.
 		obj = obj.Copy()
-		for field, val := range map[string]string{"valid_from_ns": g.ValidFrom, "valid_until_ns": g.ValidUntil} {
-			if val == "" {
-				continue
+		from, until := int64(0), NoEndNS
+		if g.ValidFrom != "" {
+			t, _ := time.Parse(time.RFC3339, g.ValidFrom) // checked by parseGrants
+			from = t.UnixNano()
+		}
+		if g.ValidUntil != "" {
+			t, _ := time.Parse(time.RFC3339, g.ValidUntil)
+			until = t.UnixNano()
+		}
+		obj.Insert(ast.StringTerm("valid_from_ns"), ast.NewTerm(ast.Number(strconv.FormatInt(from, 10))))
+		obj.Insert(ast.StringTerm("valid_until_ns"), ast.NewTerm(ast.Number(strconv.FormatInt(until, 10))))
+		obj.Insert(ast.StringTerm("revoked"), ast.BooleanTerm(g.Revoked))
+		for _, d := range grantDefaults {
+			if obj.Get(d[0]) == nil {
+				obj.Insert(d[0], d[1])
 			}
-			t, _ := time.Parse(time.RFC3339, val) // checked by parseGrants
-			obj.Insert(ast.StringTerm(field), ast.NewTerm(ast.Number(strconv.FormatInt(t.UnixNano(), 10))))
 		}
 		gt := grantTerm{topic: g.Topic, term: ast.NewTerm(obj)}
 		if g.Pattern != "" {

@@ -44,28 +44,29 @@ decision := {"allow": true, "reason": "role admin"} if {
 } else := audit_decision if {
 	input.resource.type == "topic"
 	input.resource.name == "_sluice_audit" # the audit topic
-} else := {"allow": false, "reason": concat("", ["organisation ", input.principal.org, " is unknown or inactive"])} if {
-	input.principal.org != ""
-	not input.partner.active
 } else := {
 	# A partner consuming with a usable grant: the hot uncached path,
-	# decided here rather than through partner_decision.
+	# decided here rather than through partner_decision, and before the
+	# check for an inactive organisation, which it makes itself.
 	"allow": true,
 	"reason": concat("", ["grant ", g.id]),
 	"obligations": {
 		"grant_id": g.id,
 		"purpose": g.purpose,
-		"mask": object.get(g, "mask", []),
-		"row_filter": object.get(g, "row_filter", null),
+		"mask": g.mask,
+		"row_filter": g.row_filter,
 	},
 	# The decision lapses when the grant does; the engine caches it until
 	# then at most.
-	"expires_at": object.get(g, "valid_until", null),
+	"expires_at": g.valid_until,
 } if {
-	input.principal.org != ""
+	input.partner.active == true
 	input.resource.type == "topic"
 	input.action in {"read", "describe"}
 	g := input.grants[min(usable)]
+} else := {"allow": false, "reason": concat("", ["organisation ", input.principal.org, " is unknown or inactive"])} if {
+	input.principal.org != ""
+	not input.partner.active
 } else := partner_decision if {
 	input.principal.org != ""
 }
@@ -137,38 +138,45 @@ now := input.time.ns
 
 # A grant is usable when it is not revoked, is for one of the principal's
 # purposes, allows the topic's classification (as does the partner), and
-# now is inside [valid_from, valid_until). The engine adds valid_from_ns and
-# valid_until_ns (Unix nanoseconds) to each grant in input.grants.
+# now is inside [valid_from, valid_until). The engine gives each grant in
+# input.grants revoked, valid_from_ns and valid_until_ns (Unix nanoseconds;
+# 0 and "no end" when the grant has no window), so they are read, not
+# defaulted.
 # Every check is inline (no rule or function lookups): this is the
 # uncached allow path and each rule reference costs an evaluation. The
-# two bodies differ only in where the purpose comes from.
+# checks that do not depend on the grant come before the loop over the
+# grants, behind input.grants[0] so that a topic without grants skips
+# them. The two bodies differ only in where the purpose comes from.
 usable contains i if {
-	some i, g in input.grants
-	g.purpose == input.principal.attributes.purpose
-	g.org == input.principal.org
-	object.get(g, "revoked", false) == false
+	input.grants[0]
+	p := input.principal.attributes.purpose
 	level := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[object.get(input.resource.labels, "classification", "restricted")]
-	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[g.classification]
 	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[object.get(input.partner, "max_classification", "public")]
-	input.time.ns >= object.get(g, "valid_from_ns", 0)
-	input.time.ns < object.get(g, "valid_until_ns", 7258118400000000000)
+	t := input.time.ns
+	some i, g in input.grants
+	g.purpose == p
+	g.org == input.principal.org
+	g.revoked == false
+	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[g.classification]
+	t >= g.valid_from_ns
+	t < g.valid_until_ns
 }
 
 usable contains i if {
-	some i, g in input.grants
+	input.grants[0]
 	not input.principal.attributes.purpose
-	g.purpose in input.partner.purposes
-	g.org == input.principal.org
-	object.get(g, "revoked", false) == false
+	ps := input.partner.purposes
 	level := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[object.get(input.resource.labels, "classification", "restricted")]
-	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[g.classification]
 	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[object.get(input.partner, "max_classification", "public")]
-	input.time.ns >= object.get(g, "valid_from_ns", 0)
-	input.time.ns < object.get(g, "valid_until_ns", 7258118400000000000)
+	t := input.time.ns
+	some i, g in input.grants
+	g.purpose in ps
+	g.org == input.principal.org
+	g.revoked == false
+	level <= {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}[g.classification]
+	t >= g.valid_from_ns
+	t < g.valid_until_ns
 }
-
-# 2200-01-01T00:00:00Z in Unix nanoseconds: "no end".
-forever := 7258118400000000000
 
 # With several usable grants, the first in data.grants order decides (the
 # allow in decision takes input.grants[min(usable)]), so the obligations
@@ -191,7 +199,7 @@ grant_problem(g) := "is revoked" if {
 } else := sprintf("exceeds the partner's ceiling %q", [object.get(partner, "max_classification", "public")]) if {
 	topic_level > partner_level
 } else := "is not valid yet" if {
-	now < object.get(g, "valid_from_ns", 0)
+	now < g.valid_from_ns
 } else := "has expired" if {
-	now >= object.get(g, "valid_until_ns", forever)
+	now >= g.valid_until_ns
 } else := "is not usable"

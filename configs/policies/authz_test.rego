@@ -86,12 +86,21 @@ covers(g, resource) if {
 	g.topic == resource.name
 }
 
-# with_ns adds the window in nanoseconds, as the engine does.
-with_ns(g) := object.union(g, {k: time.parse_rfc3339_ns(g[f]) |
-	some f in ["valid_from", "valid_until"]
-	g[f]
-	k := concat("", [f, "_ns"])
-})
+# with_ns completes a grant as the engine does: the window in nanoseconds
+# (a grant without valid_from starts at 0, one without valid_until never
+# ends: 2200-01-01T00:00:00Z), and the optional fields with their
+# defaults.
+with_ns(g) := object.union(
+	{
+		"revoked": false, "valid_from": null, "valid_until": null, "mask": [], "row_filter": null,
+		"valid_from_ns": 0, "valid_until_ns": 7258118400000000000,
+	},
+	object.union(g, {k: time.parse_rfc3339_ns(g[f]) |
+		some f in ["valid_from", "valid_until"]
+		g[f]
+		k := concat("", [f, "_ns"])
+	}),
+)
 
 covers(g, resource) if {
 	resource.type == "topic"
