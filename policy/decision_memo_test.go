@@ -2,6 +2,8 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -113,5 +115,50 @@ func TestGrantInputDefaults(t *testing.T) {
 		if w := ast.MustParseTerm(want[id]); g.term.Value.Compare(w.Value) != 0 {
 			t.Errorf("%s:\n got %v\nwant %v", id, g.term, w)
 		}
+	}
+}
+
+// The input terms memoised per revision (resource with labels and grants,
+// request) are the ones a fresh build gives, for each query, on a miss and
+// on a hit; and the memo stops growing at termMemoMax.
+func TestInputMemo(t *testing.T) {
+	e := newExample(t, nil)
+	rev := e.rev.Load()
+	src := netip.MustParseAddrPort("10.1.2.3:4000")
+	queries := []Query{
+		{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "orders.eu", APIKey: 1, APIVersion: 16, ClientID: "a", Source: src},
+		{Principal: globex, Action: ActionRead, Resource: ResourceTopic, Name: "orders.eu", APIKey: 1, APIVersion: 16, ClientID: "a", Source: src},
+		{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "orders.eu", APIKey: 1, APIVersion: 15, ClientID: "b", Listener: "l"},
+		{Principal: acme, Action: ActionRead, Resource: ResourceGroup, Name: "orders.eu", APIKey: 11, APIVersion: 9, ClientID: "a", Source: src},
+		{Principal: auditor, Action: ActionRead, Resource: ResourceTopic, Name: "_sluice_audit", APIKey: 1, APIVersion: 16},
+		{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "catalog.x", APIKey: 1, APIVersion: 16, Source: netip.MustParseAddrPort("10.9.9.9:1")},
+	}
+	for round := 0; round < 2; round++ {
+		for i := range queries {
+			q := &queries[i]
+			q.Now = testNow
+			org := ""
+			if q.Principal != nil {
+				org = q.Principal.Org
+			}
+			labels, grants := rev.lookup(q.Resource, q.Name, org)
+			want := enrichment{partner: rev.partners[org], resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...), request: q.requestDoc()}
+			if got := q.input(rev.enrich(q)); got.Compare(q.input(want)) != 0 {
+				t.Errorf("round %d, query %d: memoised input\n%v\nwant\n%v", round, i, got, q.input(want))
+			}
+		}
+	}
+	if n := len(rev.resources.m); n != 5 { // queries 0 and 2 share a resource
+		t.Errorf("%d resources memoised, want 5", n)
+	}
+	if n := len(rev.requests.m); n != 5 { // queries 0 and 1 share a request
+		t.Errorf("%d requests memoised, want 5", n)
+	}
+	for i := 0; i < termMemoMax+10; i++ {
+		q := Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: fmt.Sprintf("t%d", i), ClientID: fmt.Sprintf("c%d", i)}
+		rev.enrich(&q)
+	}
+	if len(rev.resources.m) != termMemoMax || len(rev.requests.m) != termMemoMax {
+		t.Errorf("memos grew to %d and %d entries, bound %d", len(rev.resources.m), len(rev.requests.m), termMemoMax)
 	}
 }

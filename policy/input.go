@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -185,11 +186,64 @@ func resourceTerm(r ResourceType) *ast.Term {
 
 // enrichment is what the engine looked up in the data for one query.
 type enrichment struct {
-	labels  ast.Value // resource labels (data.topics), nil if none
 	partner ast.Value // data.partners[principal.org], nil if none
-	grants  []*ast.Term
-	// principal is the principal's input term, if memoised.
-	principal *ast.Term
+	// principal, resource, grants and request are input.principal,
+	// input.resource, input.grants and input.request; when nil, input
+	// builds them (resource without labels, grants empty).
+	principal, resource, grants, request *ast.Term
+}
+
+// termMemo is a bounded memo of input terms that stay the same for a
+// revision's life (terms are never modified by evaluation, so inputs share
+// them). Keys come from what clients send (topic names, client ids), so it
+// stops growing at termMemoMax entries; later keys are built every time.
+type termMemo[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+const termMemoMax = 4096
+
+func (m *termMemo[K, V]) lookup(k K) (V, bool) {
+	m.mu.RLock()
+	v, ok := m.m[k]
+	m.mu.RUnlock()
+	return v, ok
+}
+
+func (m *termMemo[K, V]) add(k K, v V) {
+	m.mu.Lock()
+	if m.m == nil {
+		m.m = make(map[K]V)
+	}
+	if len(m.m) < termMemoMax {
+		m.m[k] = v
+	}
+	m.mu.Unlock()
+}
+
+// resourceKey names what input.resource and input.grants depend on.
+type resourceKey struct {
+	org   string
+	rtype ResourceType
+	name  string
+}
+
+type resourceParts struct{ resource, grants *ast.Term }
+
+// requestKey names what input.request depends on.
+type requestKey struct {
+	apiKey, apiVersion int16
+	clientID, listener string
+	source             netip.Addr
+}
+
+func (q *Query) requestKey() requestKey {
+	k := requestKey{apiKey: q.APIKey, apiVersion: q.APIVersion, clientID: q.ClientID, listener: q.Listener}
+	if q.Source.IsValid() {
+		k.source = q.Source.Addr()
+	}
+	return k
 }
 
 // principalTerm builds input.principal.
@@ -226,7 +280,6 @@ func principalTerm(p *filter.Principal) *ast.Term {
 // input builds the OPA input document for q with what the engine looked up
 // in the data.
 func (q *Query) input(en enrichment) ast.Value {
-	labels := en.labels
 	p := q.Principal
 	if p == nil {
 		p = filter.Anonymous
@@ -235,31 +288,18 @@ func (q *Query) input(en enrichment) ast.Value {
 	if principal == nil {
 		principal = principalTerm(p)
 	}
-	lt := emptyObject
-	if labels != nil {
-		lt = ast.NewTerm(labels)
+	resource := en.resource
+	if resource == nil {
+		resource = q.resourceDoc(nil)
 	}
-	resource := ast.NewObject(
-		[2]*ast.Term{kType, resourceTerm(q.Resource)},
-		[2]*ast.Term{kName, str(q.Name)},
-		[2]*ast.Term{kLabels, lt},
-	)
-	src := ""
-	if q.Source.IsValid() {
-		src = q.Source.Addr().String()
+	request := en.request
+	if request == nil {
+		request = q.requestDoc()
 	}
-	name, ok := apiNameTerms[q.APIKey]
-	if !ok {
-		name = str(apiName(q.APIKey))
+	grants := en.grants
+	if grants == nil {
+		grants = emptyArray
 	}
-	request := ast.NewObject(
-		[2]*ast.Term{kAPIKey, ast.InternedTerm(int(q.APIKey))},
-		[2]*ast.Term{kAPIName, name},
-		[2]*ast.Term{kAPIVersion, ast.InternedTerm(int(q.APIVersion))},
-		[2]*ast.Term{kClientID, str(q.ClientID)},
-		[2]*ast.Term{kSource, str(src)},
-		[2]*ast.Term{kListener, str(q.Listener)},
-	)
 	now := q.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -268,16 +308,51 @@ func (q *Query) input(en enrichment) ast.Value {
 		[2]*ast.Term{kRFC3339, str(now.UTC().Format(time.RFC3339Nano))},
 		[2]*ast.Term{kNS, ast.NewTerm(ast.Number(strconv.FormatInt(now.UnixNano(), 10)))},
 	)
-	in := ast.NewObject(
-		[2]*ast.Term{kPrincipal, principal},
-		[2]*ast.Term{kAction, actionTerm(q.Action)},
-		[2]*ast.Term{kResource, ast.NewTerm(resource)},
-		[2]*ast.Term{kRequest, ast.NewTerm(request)},
-		[2]*ast.Term{kTime, ast.NewTerm(tm)},
-		[2]*ast.Term{kGrants, ast.ArrayTerm(en.grants...)},
-	)
-	if en.partner != nil {
-		in.Insert(kPartner, ast.NewTerm(en.partner))
+	kv := [7][2]*ast.Term{
+		{kPrincipal, principal},
+		{kAction, actionTerm(q.Action)},
+		{kResource, resource},
+		{kRequest, request},
+		{kTime, ast.NewTerm(tm)},
+		{kGrants, grants},
 	}
-	return in
+	n := 6
+	if en.partner != nil {
+		kv[n] = [2]*ast.Term{kPartner, ast.NewTerm(en.partner)}
+		n++
+	}
+	return ast.NewObject(kv[:n]...)
+}
+
+// resourceDoc builds input.resource.
+func (q *Query) resourceDoc(labels ast.Value) *ast.Term {
+	lt := emptyObject
+	if labels != nil {
+		lt = ast.NewTerm(labels)
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{kType, resourceTerm(q.Resource)},
+		[2]*ast.Term{kName, str(q.Name)},
+		[2]*ast.Term{kLabels, lt},
+	)
+}
+
+// requestDoc builds input.request.
+func (q *Query) requestDoc() *ast.Term {
+	src := ""
+	if q.Source.IsValid() {
+		src = q.Source.Addr().String()
+	}
+	name, ok := apiNameTerms[q.APIKey]
+	if !ok {
+		name = str(apiName(q.APIKey))
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{kAPIKey, ast.InternedTerm(int(q.APIKey))},
+		[2]*ast.Term{kAPIName, name},
+		[2]*ast.Term{kAPIVersion, ast.InternedTerm(int(q.APIVersion))},
+		[2]*ast.Term{kClientID, str(q.ClientID)},
+		[2]*ast.Term{kSource, str(src)},
+		[2]*ast.Term{kListener, str(q.Listener)},
+	)
 }

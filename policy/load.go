@@ -177,8 +177,12 @@ type revision struct {
 	partners map[string]ast.Value
 	byOrg    map[string][]grantTerm
 	cache    *cache
-	// obligations memoises the obligations parsed from the output.
+	// obligations memoises the obligations parsed from the output;
+	// resources and requests the input terms built for a resource (with
+	// its labels and grants) and for a request.
 	obligations *obligationsMemo
+	resources   termMemo[resourceKey, resourceParts]
+	requests    termMemo[requestKey, *ast.Term]
 	loaded      time.Time
 }
 
@@ -567,7 +571,9 @@ func indexGrants(doc any, grants []Grant) (map[string][]grantTerm, error) {
 	return out, nil
 }
 
-// enrich looks up what the input carries from the data for q.
+// enrich looks up what the input carries from the data for q: the partner,
+// and input.resource (with the topic's labels), input.grants and
+// input.request, from the revision's memos or built and remembered.
 func (r *revision) enrich(q *Query) enrichment {
 	var en enrichment
 	p := q.Principal
@@ -577,17 +583,37 @@ func (r *revision) enrich(q *Query) enrichment {
 	if p.Org != "" {
 		en.partner = r.partners[p.Org]
 	}
-	if q.Resource != ResourceTopic {
-		return en
+	rk := resourceKey{org: p.Org, rtype: q.Resource, name: q.Name}
+	rt, ok := r.resources.lookup(rk)
+	if !ok {
+		labels, grants := r.lookup(q.Resource, q.Name, p.Org)
+		rt = resourceParts{resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...)}
+		r.resources.add(rk, rt)
 	}
-	en.labels = r.labels.lookup(q.Name)
-	if p.Org == "" {
-		return en
-	}
-	for _, g := range r.byOrg[p.Org] {
-		if (g.topic != "" && g.topic == q.Name) || (g.topic == "" && strings.HasPrefix(q.Name, g.prefix)) {
-			en.grants = append(en.grants, g.term)
-		}
+	en.resource, en.grants = rt.resource, rt.grants
+	qk := q.requestKey()
+	if en.request, ok = r.requests.lookup(qk); !ok {
+		en.request = q.requestDoc()
+		r.requests.add(qk, en.request)
 	}
 	return en
+}
+
+// lookup returns the labels of a topic (nil if none) and the grants of org
+// that cover it.
+func (r *revision) lookup(rtype ResourceType, name, org string) (ast.Value, []*ast.Term) {
+	if rtype != ResourceTopic {
+		return nil, nil
+	}
+	labels := r.labels.lookup(name)
+	if org == "" {
+		return labels, nil
+	}
+	var grants []*ast.Term
+	for _, g := range r.byOrg[org] {
+		if (g.topic != "" && g.topic == name) || (g.topic == "" && strings.HasPrefix(name, g.prefix)) {
+			grants = append(grants, g.term)
+		}
+	}
+	return labels, grants
 }
