@@ -2,12 +2,9 @@ package bench
 
 import (
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // pin, from SLUICE_BENCH_PIN="BENCH:GATEWAY" (CPU lists such as "0:1"),
@@ -21,8 +18,8 @@ import (
 var pin = os.Getenv("SLUICE_BENCH_PIN")
 
 // pinCPUs parses a CPU list ("0", "0,2", "0-3").
-func pinCPUs(b testing.TB, list string) unix.CPUSet {
-	var set unix.CPUSet
+func pinCPUs(b testing.TB, list string) []int {
+	var cpus []int
 	for _, part := range strings.Split(list, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		l, err := strconv.Atoi(lo)
@@ -34,10 +31,10 @@ func pinCPUs(b testing.TB, list string) unix.CPUSet {
 			b.Fatalf("SLUICE_BENCH_PIN: bad CPU list %q", list)
 		}
 		for c := l; c <= h; c++ {
-			set.Set(c)
+			cpus = append(cpus, c)
 		}
 	}
-	return set
+	return cpus
 }
 
 // pinSplit returns the bench and gateway CPU lists, or "" and "" if the
@@ -51,29 +48,6 @@ func pinSplit(b testing.TB) (benchCPUs, gatewayCPUs string) {
 		b.Fatalf("SLUICE_BENCH_PIN=%q: want BENCH_CPUS:GATEWAY_CPUS, such as 0:1", pin)
 	}
 	return bc, gc
-}
-
-// pinSelf moves every thread of this process onto the bench CPUs (threads
-// created later inherit the mask of the thread that creates them) and
-// sizes GOMAXPROCS to them.
-func pinSelf(b testing.TB) {
-	bc, _ := pinSplit(b)
-	if bc == "" {
-		return
-	}
-	set := pinCPUs(b, bc)
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, t := range tasks {
-		tid, _ := strconv.Atoi(t.Name())
-		if err := unix.SchedSetaffinity(tid, &set); err != nil {
-			b.Fatalf("pin thread %d to CPUs %s: %v", tid, bc, err)
-		}
-	}
-	runtime.GOMAXPROCS(set.Count())
-	b.Logf("pinned: bench on CPUs %s (GOMAXPROCS %d), gateways on CPUs %s", bc, set.Count(), pin[len(bc)+1:])
 }
 
 // pinnedCommand wraps a gateway command line in taskset when the machine
