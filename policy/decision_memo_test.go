@@ -1,12 +1,15 @@
 package policy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 )
 
 func TestObligationsMemo(t *testing.T) {
@@ -160,5 +163,60 @@ func TestInputMemo(t *testing.T) {
 	}
 	if len(rev.resources.m) != termMemoMax || len(rev.requests.m) != termMemoMax {
 		t.Errorf("memos grew to %d and %d entries, bound %d", len(rev.resources.m), len(rev.requests.m), termMemoMax)
+	}
+}
+
+// The Rego tests build input.grants with with_ns (configs/policies/
+// authz_test.rego); it must complete a grant exactly as the engine does, or
+// the tests exercise inputs the engine never produces.
+func TestRegoFixtureCompletesGrantsAsTheEngine(t *testing.T) {
+	src, err := os.ReadFile("../configs/policies/authz_test.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := os.ReadFile("../configs/policies/authz.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pq, err := rego.New(
+		rego.Query("x := data.sluice.authz_test.with_ns(input)"),
+		rego.Module("authz_test.rego", string(src)),
+		rego.Module("authz.rego", string(pol)),
+		rego.SetRegoVersion(ast.RegoV1),
+	).PrepareForEval(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newExample(t, nil)
+	rev := e.rev.Load()
+	raw, err := os.ReadFile("../configs/data/grants.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grants []map[string]any
+	if err := json.Unmarshal(raw, &grants); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range grants {
+		rs, err := pq.Eval(context.Background(), rego.EvalInput(g))
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("%v: %v, %v", g["id"], rs, err)
+		}
+		fixture, err := ast.InterfaceToValue(rs[0].Bindings["x"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, gt := range rev.byOrg[g["org"].(string)] {
+			if gt.term.Get(ast.StringTerm("id")).Value.Compare(ast.String(g["id"].(string))) == 0 {
+				n++
+				if gt.term.Value.Compare(fixture) != 0 {
+					t.Errorf("%v:\n engine  %v\n fixture %v", g["id"], gt.term, fixture)
+				}
+			}
+		}
+	}
+	if n != len(grants) || n == 0 {
+		t.Errorf("compared %d of %d grants", n, len(grants))
 	}
 }
