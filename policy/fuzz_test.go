@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -50,6 +51,38 @@ func FuzzFilter(f *testing.F) {
 		}
 		if err := flt.OnResponse(context.Background(), x); err != nil {
 			t.Fatalf("response: %v", err)
+		}
+	})
+}
+
+// FuzzParseResult: whatever value a policy yields, reading it as a
+// decision does not panic, and an allow it accepts carries only
+// obligations that passed their checks.
+func FuzzParseResult(f *testing.F) {
+	f.Add(`{"allow": true, "reason": "grant g", "obligations": {"grant_id": "g", "mask": [{"field": "a.b", "strategy": "hash"}], "row_filter": {"field": "r", "op": "in", "values": ["x"]}}, "expires_at": "2027-01-01T00:00:00Z"}`)
+	f.Add(`{"allow": false, "reason": 1}`)
+	f.Add(`{"allow": true, "obligations": {"mask": [{"strategy": "rot13"}]}}`)
+	f.Add(`{"allow": true, "expires_at": 1798761600000000000, "cache": false}`)
+	f.Add(`[1, {"allow": true}]`)
+	memo := newObligationsMemo()
+	f.Fuzz(func(t *testing.T, src string) {
+		term, err := ast.ParseTerm(src)
+		if err != nil {
+			return
+		}
+		for _, m := range []*obligationsMemo{nil, memo} {
+			d, err := parseResult(term, m)
+			if err != nil {
+				continue
+			}
+			if o := d.Obligations; o != nil {
+				if !d.Allow {
+					t.Fatal("obligations on a deny")
+				}
+				if err := checkObligations(o); err != nil {
+					t.Fatalf("unchecked obligations accepted: %v", err)
+				}
+			}
 		}
 	})
 }
