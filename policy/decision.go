@@ -157,7 +157,8 @@ func parseObligations(v ast.Value) (*filter.Obligations, error) {
 	return ob, nil
 }
 
-// set sets the decision's field k from its value in the policy's output.
+// set sets the decision's field k (any but obligations) from its value in
+// the policy's output.
 func (d *Decision) set(k string, val any, seenAllow *bool) error {
 	switch k {
 	case "allow":
@@ -184,19 +185,7 @@ func (d *Decision) set(k string, val any, seenAllow *bool) error {
 			return fmt.Errorf("policy: decision expires_at: %w", err)
 		}
 		d.ExpiresAt = t
-	case "obligations":
-		if val == nil {
-			return nil
-		}
-		ob, err := obligationsValue(val)
-		if err != nil {
-			return err
-		}
-		if err := checkObligations(ob); err != nil {
-			return err
-		}
-		d.Obligations = ob
-	default:
+	default: // obligations are parsed by parseOutputTerm
 		return fmt.Errorf("policy: decision has unknown key %q", k)
 	}
 	return nil
