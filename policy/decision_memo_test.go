@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -163,6 +164,26 @@ func TestInputMemo(t *testing.T) {
 	}
 	if len(rev.resources.m) != termMemoMax || len(rev.requests.m) != termMemoMax {
 		t.Errorf("memos grew to %d and %d entries, bound %d", len(rev.resources.m), len(rev.requests.m), termMemoMax)
+	}
+
+	// Long names and client ids are never memoised, yet give the input a
+	// fresh build gives.
+	fresh := newExample(t, nil).rev.Load() // memos empty
+	long := strings.Repeat("x", memoKeyMax+1)
+	q := Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "orders." + long, ClientID: long, Now: testNow}
+	labels, grants := fresh.lookup(q.Resource, q.Name, "acme")
+	want := enrichment{partner: fresh.partners["acme"], resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...), request: q.requestDoc()}
+	before := len(fresh.resources.m) + len(fresh.requests.m)
+	if got := q.input(fresh.enrich(&q)); got.Compare(q.input(want)) != 0 {
+		t.Errorf("long keys: input\n%v\nwant\n%v", got, q.input(want))
+	}
+	if after := len(fresh.resources.m) + len(fresh.requests.m); after != before {
+		t.Errorf("long keys memoised: %d entries, %d before", after, before)
+	}
+	q.Name, q.ClientID = "orders.eu", "short"
+	fresh.enrich(&q)
+	if after := len(fresh.resources.m) + len(fresh.requests.m); after != before+2 {
+		t.Errorf("short keys: %d entries, want %d", after, before+2)
 	}
 }
 

@@ -204,6 +204,10 @@ type termMemo[K comparable, V any] struct {
 
 const termMemoMax = 4096
 
+// memoKeyMax bounds the strings of a memoised key (a topic name, a client
+// id and listener), so that a memo holds at most a few MiB.
+const memoKeyMax = 256
+
 func (m *termMemo[K, V]) lookup(k K) (V, bool) {
 	m.mu.RLock()
 	v, ok := m.m[k]

@@ -583,14 +583,26 @@ func (r *revision) enrich(q *Query) enrichment {
 	if p.Org != "" {
 		en.partner = r.partners[p.Org]
 	}
+	// Names and client ids longer than memoKeyMax (Kafka allows 32 KiB)
+	// are built every time, so that the memos stay small.
+	memo := len(q.Name) <= memoKeyMax
 	rk := resourceKey{org: p.Org, rtype: q.Resource, name: q.Name}
-	rt, ok := r.resources.lookup(rk)
+	rt, ok := resourceParts{}, false
+	if memo {
+		rt, ok = r.resources.lookup(rk)
+	}
 	if !ok {
 		labels, grants := r.lookup(q.Resource, q.Name, p.Org)
 		rt = resourceParts{resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...)}
-		r.resources.add(rk, rt)
+		if memo {
+			r.resources.add(rk, rt)
+		}
 	}
 	en.resource, en.grants = rt.resource, rt.grants
+	if len(q.ClientID)+len(q.Listener) > memoKeyMax {
+		en.request = q.requestDoc()
+		return en
+	}
 	qk := q.requestKey()
 	if en.request, ok = r.requests.lookup(qk); !ok {
 		en.request = q.requestDoc()
