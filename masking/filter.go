@@ -286,9 +286,14 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 	wg.Wait()
 }
 
-// ReportsResponseChanges implements filter.ChangeReporter for Fetch:
-// fetchResponse marks the exchange whenever it fails or masks a partition.
-func (f *Filter) ReportsResponseChanges(key int16) bool { return key == kmsg.Fetch.Int16() }
+// ReportsResponseChanges implements filter.ChangeReporter for Fetch and
+// Produce: fetchResponse marks the exchange whenever it fails or masks a
+// partition, produceResponse whenever it adds a refused partition, so that
+// other responses go out as the broker sent them, not decoded and encoded
+// again.
+func (f *Filter) ReportsResponseChanges(key int16) bool {
+	return key == kmsg.Fetch.Int16() || key == kmsg.Produce.Int16()
+}
 
 // StreamFetch implements filter.FetchStreamer: a response whose topics
 // carry no obligations may be streamed (nothing to mask or filter).
@@ -556,6 +561,9 @@ func (f *Filter) checkContract(ctx context.Context, topic string, records []byte
 
 func (f *Filter) produceResponse(x *filter.Exchange, resp *kmsg.ProduceResponse) {
 	out, _ := x.Get(refusedKey{}).([]refused)
+	if len(out) > 0 {
+		x.MarkResponseChanged()
+	}
 	for _, r := range out {
 		var t *kmsg.ProduceResponseTopic
 		for i := range resp.Topics {

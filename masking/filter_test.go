@@ -207,6 +207,11 @@ func TestFilterProduceContract(t *testing.T) {
 	if len(ps) != 3 {
 		t.Fatalf("response partitions %+v", ps)
 	}
+	// The filter reports Produce response changes (filter.ChangeReporter),
+	// so the proxy re-encodes the response only when it says so.
+	if !f.ReportsResponseChanges(0) || !x.ResponseChanged() {
+		t.Fatal("refused partitions added without marking the response changed")
+	}
 	for _, p := range ps[1:] {
 		if p.ErrorCode != kerr.InvalidRecord.Code || p.ErrorMessage == nil {
 			t.Fatalf("partition %d: code %d", p.Partition, p.ErrorCode)
@@ -215,6 +220,29 @@ func TestFilterProduceContract(t *testing.T) {
 	}
 	if !strings.Contains(*ps[1].ErrorMessage, "not registered under subject") || !strings.Contains(*ps[2].ErrorMessage, "does not decode") {
 		t.Fatalf("messages: %q, %q", *ps[1].ErrorMessage, *ps[2].ErrorMessage)
+	}
+
+	// Nothing refused: the response is left as the broker sent it.
+	req3 := kmsg.NewPtrProduceRequest()
+	req3.Version = 9
+	tp3 := kmsg.NewProduceRequestTopic()
+	tp3.Topic = "payments"
+	p3 := kmsg.NewProduceRequestTopicPartition()
+	p3.Records = makeBatch(t, 2, 0, 0, goodRecs, -1)
+	tp3.Partitions = append(tp3.Partitions, p3)
+	req3.Topics = append(req3.Topics, tp3)
+	x3 := &filter.Exchange{Key: 0, Version: 9, Request: req3, Topics: resolver{}}
+	if err := f.OnRequest(context.Background(), x3); err != nil || x3.Local != nil {
+		t.Fatalf("good records: %v, local %v", err, x3.Local)
+	}
+	resp3 := req3.ResponseKind().(*kmsg.ProduceResponse)
+	resp3.Version = 9
+	x3.Response = resp3
+	if err := f.OnResponse(context.Background(), x3); err != nil {
+		t.Fatal(err)
+	}
+	if x3.ResponseChanged() || len(resp3.Topics) != 0 {
+		t.Fatalf("response with nothing refused marked changed (%v) or edited: %+v", x3.ResponseChanged(), resp3.Topics)
 	}
 
 	// Every partition refused: answered locally.
