@@ -122,6 +122,12 @@ func TestGrantInputDefaults(t *testing.T) {
 	}
 }
 
+// freshInput is q's input built without the memos, for org.
+func freshInput(rev *revision, q *Query, org string) ast.Value {
+	labels, grants := rev.lookup(q.Resource, q.Name, org)
+	return q.input(enrichment{partner: rev.partners[org], resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...), request: q.requestDoc()})
+}
+
 // The input terms memoised per revision (resource with labels and grants,
 // request) are the ones a fresh build gives, for each query, on a miss and
 // on a hit; and the memo stops growing at termMemoMax.
@@ -145,10 +151,8 @@ func TestInputMemo(t *testing.T) {
 			if q.Principal != nil {
 				org = q.Principal.Org
 			}
-			labels, grants := rev.lookup(q.Resource, q.Name, org)
-			want := enrichment{partner: rev.partners[org], resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...), request: q.requestDoc()}
-			if got := q.input(rev.enrich(q)); got.Compare(q.input(want)) != 0 {
-				t.Errorf("round %d, query %d: memoised input\n%v\nwant\n%v", round, i, got, q.input(want))
+			if got, want := q.input(rev.enrich(q)), freshInput(rev, q, org); got.Compare(want) != 0 {
+				t.Errorf("round %d, query %d: memoised input\n%v\nwant\n%v", round, i, got, want)
 			}
 		}
 	}
@@ -171,11 +175,9 @@ func TestInputMemo(t *testing.T) {
 	fresh := newExample(t, nil).rev.Load() // memos empty
 	long := strings.Repeat("x", memoKeyMax+1)
 	q := Query{Principal: acme, Action: ActionRead, Resource: ResourceTopic, Name: "orders." + long, ClientID: long, Now: testNow}
-	labels, grants := fresh.lookup(q.Resource, q.Name, "acme")
-	want := enrichment{partner: fresh.partners["acme"], resource: q.resourceDoc(labels), grants: ast.ArrayTerm(grants...), request: q.requestDoc()}
 	before := len(fresh.resources.m) + len(fresh.requests.m)
-	if got := q.input(fresh.enrich(&q)); got.Compare(q.input(want)) != 0 {
-		t.Errorf("long keys: input\n%v\nwant\n%v", got, q.input(want))
+	if got, want := q.input(fresh.enrich(&q)), freshInput(fresh, &q, "acme"); got.Compare(want) != 0 {
+		t.Errorf("long keys: input\n%v\nwant\n%v", got, want)
 	}
 	if after := len(fresh.resources.m) + len(fresh.requests.m); after != before {
 		t.Errorf("long keys memoised: %d entries, %d before", after, before)

@@ -597,25 +597,34 @@ func bulkBatch(rng *rand.Rand, size int, records uint32) []byte {
 	return b
 }
 
+// bulkFetchFrame is a Fetch v16 response frame of one topic with parts
+// partitions, each of batches bulkBatch record batches of size bytes and
+// records records, from a generator seeded with seed.
+func bulkFetchFrame(seed int64, parts, batches, size int, records uint32) []byte {
+	rng := rand.New(rand.NewSource(seed))
+	resp := kmsg.NewPtrFetchResponse()
+	resp.SetVersion(16)
+	topic := kmsg.NewFetchResponseTopic()
+	topic.TopicID = [16]byte{byte(seed)}
+	for i := range parts {
+		p := kmsg.NewFetchResponseTopicPartition()
+		p.Partition = int32(i)
+		for range batches {
+			p.RecordBatches = append(p.RecordBatches, bulkBatch(rng, size, records)...)
+		}
+		topic.Partitions = append(topic.Partitions, p)
+	}
+	resp.Topics = append(resp.Topics, topic)
+	return fetchFrame(resp)
+}
+
 // TestRelayFetchSplices relays a Fetch response of two partitions of two
 // 1 MiB batches each between plain TCP connections, counted per batch (as
 // under the audit filter) and not: everything but the response's
 // structure and the few bytes read ahead of each bulk copy must go socket
 // to socket, and the bytes must arrive unchanged.
 func TestRelayFetchSplices(t *testing.T) {
-	rng := rand.New(rand.NewSource(8))
-	resp := kmsg.NewPtrFetchResponse()
-	resp.SetVersion(16)
-	topic := kmsg.NewFetchResponseTopic()
-	topic.TopicID = [16]byte{1}
-	for i := range 2 {
-		p := kmsg.NewFetchResponseTopicPartition()
-		p.Partition = int32(i)
-		p.RecordBatches = append(bulkBatch(rng, 1<<20, 1000), bulkBatch(rng, 1<<20, 1000)...)
-		topic.Partitions = append(topic.Partitions, p)
-	}
-	resp.Topics = append(resp.Topics, topic)
-	frame := fetchFrame(resp)
+	frame := bulkFetchFrame(8, 2, 2, 1<<20, 1000)
 
 	for _, tc := range []struct{ hooks, counted bool }{{false, false}, {true, false}, {true, true}} {
 		counted := tc.counted
@@ -672,18 +681,7 @@ func TestCountsFetch(t *testing.T) {
 // memory, not spliced a batch at a time after a read of each header (the
 // read-ahead bound applies after regions of a buffer or more only).
 func TestRelayFetchSmallBatches(t *testing.T) {
-	rng := rand.New(rand.NewSource(9))
-	resp := kmsg.NewPtrFetchResponse()
-	resp.SetVersion(16)
-	topic := kmsg.NewFetchResponseTopic()
-	topic.TopicID = [16]byte{2}
-	p := kmsg.NewFetchResponseTopicPartition()
-	for range 64 {
-		p.RecordBatches = append(p.RecordBatches, bulkBatch(rng, 8<<10, 10)...)
-	}
-	topic.Partitions = append(topic.Partitions, p)
-	resp.Topics = append(resp.Topics, topic)
-	frame := fetchFrame(resp)
+	frame := bulkFetchFrame(9, 1, 64, 8<<10, 10)
 
 	hooks := &fetchHooks{delivered: map[string]filter.Stats{}, count: true, topic: func(string, [16]byte) (int16, string) { return 0, "t" }}
 	spliced := relayFetchTCP(t, frame, hooks, true) // all of it waits in the socket
