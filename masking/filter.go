@@ -420,6 +420,16 @@ type refusedKey struct{}
 
 func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *kmsg.ProduceRequest) {
 	var out []refused
+	var bufs []*[]byte // masked partitions' records, the request's until it is answered
+	defer func() {
+		if len(bufs) > 0 {
+			x.OnDone(func() {
+				for _, b := range bufs {
+					bufpool.Put(b)
+				}
+			})
+		}
+	}()
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
@@ -447,7 +457,11 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 		x.MarkRequestChanged() // checked, maybe masked or refused
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
-			if msg := f.producePartition(ctx, name, tc, obl, &p); msg != "" {
+			msg, buf := f.producePartition(ctx, name, tc, obl, &p)
+			if buf != nil {
+				bufs = append(bufs, buf)
+			}
+			if msg != "" {
 				out = append(out, refused{name, t.TopicID, p.Partition, msg, kerr.InvalidRecord.Code})
 				f.partFailed.WithLabelValues("produce").Inc()
 				f.failed(x, name, p.Partition, "produce refused: "+msg)
@@ -473,31 +487,35 @@ func (f *Filter) produceRequest(ctx context.Context, x *filter.Exchange, req *km
 }
 
 // producePartition checks the contract and masks; it returns a refusal
-// message, or "" when the partition may be forwarded.
-func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicConfig, obl *filter.Obligations, p *kmsg.ProduceRequestTopicPartition) string {
+// message, or "" when the partition may be forwarded, and the pooled
+// buffer p.Records now points into when it masked.
+func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicConfig, obl *filter.Obligations, p *kmsg.ProduceRequestTopicPartition) (string, *[]byte) {
 	if tc.Contract {
 		if err := f.checkContract(ctx, topic, p.Records); err != nil {
-			return "sluice: schema contract: " + err.Error()
+			return "sluice: schema contract: " + err.Error(), nil
 		}
 	}
 	if obl.Empty() || len(obl.Mask) == 0 {
-		return "" // row filters apply to reads only
+		return "", nil // row filters apply to reads only
 	}
 	rs, err := f.planner.RuleSet(obl)
 	if err != nil {
-		return "sluice: masking rules: " + err.Error()
+		return "sluice: masking rules: " + err.Error(), nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: tc, strict: true}
-	out, st, err := RewriteBatches(nil, p.Records, m)
+	buf := bufpool.Get(len(p.Records) + len(p.Records)/8)
+	out, st, err := RewriteBatches(*buf, p.Records, m)
+	*buf = out
 	f.account(m, st)
 	if err == nil && st.OldMagic > 0 {
 		err = errOldMagic
 	}
 	if err != nil {
-		return "sluice: masking: " + err.Error()
+		bufpool.Put(buf)
+		return "sluice: masking: " + err.Error(), nil
 	}
 	p.Records = out
-	return ""
+	return "", buf
 }
 
 // contractChecker is a Transformer that validates values and changes nothing.

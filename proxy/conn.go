@@ -1022,6 +1022,9 @@ func (c *clientConn) writeDeadline() {
 // respond answers one exchange; the write loop frees it after.
 func (c *clientConn) respond(p *pending) error {
 	x := &p.x
+	// After the write, whichever path writes: the request or the
+	// response may hold filters' buffers (masked records).
+	defer x.Done()
 	if p.local != nil || x.Local != nil {
 		c.writeDeadline()
 	}
@@ -1142,7 +1145,6 @@ func (c *clientConn) respond(p *pending) error {
 		return fmt.Errorf("proxy: decoding upstream %s v%d response: %w", apiName(x.Key), x.Version, err)
 	}
 	x.Response = resp
-	defer x.Done() // after the write below: the response may hold filters' buffers
 	denied := c.runResponseFilters(p)
 	changed := rewriteAddresses(x.Response, c.g, c.s.cluster)
 	out := b
