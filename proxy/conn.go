@@ -1150,13 +1150,18 @@ func (c *clientConn) respond(p *pending) error {
 	out := b
 	var vec net.Buffers
 	if changed || denied || x.Response != resp || x.ResponseChanged() || !reportsChanges(p.chain, x.Key) {
-		enc := bufpool.Get(len(b) + 256)
-		defer bufpool.Put(enc)
 		// A TLS connection writes buffer by buffer, each a record of its
 		// own: it takes the frame whole.
-		vectored := false
 		fr, fetch := x.Response.(*kmsg.FetchResponse)
-		if _, tcp := c.nc.(*net.TCPConn); fetch && tcp {
+		_, tcp := c.nc.(*net.TCPConn)
+		size := len(b) + 256
+		if fetch && tcp {
+			size = vecEncodeSize(fr, size)
+		}
+		enc := bufpool.Get(size)
+		defer bufpool.Put(enc)
+		vectored := false
+		if fetch && tcp {
 			*enc, vec, vectored = fetchFrameVec(*enc, x.CorrelationID, x.Version, fr)
 		}
 		if !vectored {

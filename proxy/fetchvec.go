@@ -111,6 +111,22 @@ func fetchFrameVec(dst []byte, corr int32, version int16, resp *kmsg.FetchRespon
 	return enc, bufs, true
 }
 
+// vecEncodeSize is the buffer to encode resp's frame in when it may be
+// written as a vector: size, the whole response's, less the partitions
+// fetchFrameVec leaves out of the encoding (at least 4 KiB). A masked 8
+// MiB response then takes a small buffer for its structure rather than a
+// second 8 MiB; should the vector not apply, the encoding grows it.
+func vecEncodeSize(resp *kmsg.FetchResponse, size int) int {
+	for ti := range resp.Topics {
+		for pi := range resp.Topics[ti].Partitions {
+			if n := len(resp.Topics[ti].Partitions[pi].RecordBatches); n >= vecMinRecords {
+				size -= n
+			}
+		}
+	}
+	return max(size, 4<<10)
+}
+
 // standInAt reports whether frame holds a stand-in's length and byte at
 // pos.
 func standInAt(frame []byte, pos int, flex bool) bool {

@@ -12,7 +12,8 @@ import (
 // TestFetchFrameVec: for random Fetch responses of every version the vector
 // covers, the buffers written make exactly the frame kmsg encodes, large
 // partitions' record batches are written from where they are (not copied),
-// and the response is left as it was.
+// the buffer the proxy sizes for the structure is large enough and smaller
+// than the frame, and the response is left as it was.
 func TestFetchFrameVec(t *testing.T) {
 	rng := rand.New(rand.NewSource(11))
 	vectored := 0
@@ -43,6 +44,11 @@ func TestFetchFrameVec(t *testing.T) {
 				continue
 			}
 			vectored++
+			// The buffer the proxy sizes for it holds the structure
+			// without growing.
+			if n, size := len(enc)-len(dst), vecEncodeSize(resp, len(want)+256); n > size || size >= len(want) && len(want) > 8<<10 {
+				t.Fatalf("v%d: structure of %d bytes, frame of %d, buffer sized %d", v, n, len(want), size)
+			}
 			if large == 0 || v < fetchPrepareMinVersion {
 				t.Fatalf("v%d: vectored with %d large partitions", v, large)
 			}
