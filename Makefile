@@ -51,7 +51,7 @@ bench-e2e: build
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/
 	$(GO) test -run '^$$' -bench 'Decide|Filter' -benchmem ./policy/
-	GOMAXPROCS=1 $(GO) test -run '^$$' -bench 'Plan|RewriteBatch|RewritePartition|Reference|KeyedHash' -benchmem ./masking/
+	GOMAXPROCS=1 $(GO) test -run '^$$' -bench 'Plan|RewriteBatch|RewritePartition|Reference|KeyedHash|FilterProduceMasking' -benchmem ./masking/
 	$(GO) test -run '^$$' -bench 'OnResponse|EncodeEvent' -benchmem -benchtime 50000x ./audit/
 	$(GO) test -run '^$$' -bench 'Verify$$' -benchmem ./audit/
 

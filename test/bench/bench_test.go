@@ -163,6 +163,22 @@ func (g *gateway) cpuSeconds(b *testing.B) float64 {
 	return procTicks(b, g.cmd.Process.Pid)
 }
 
+// peakRSS is the gateway process's peak resident set in MiB (VmHWM of
+// /proc/<pid>/status), or 0 where there is no such file.
+func (g *gateway) peakRSS() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
 // procTicks is a process's user and system time from /proc/<pid>/stat, in
 // its 10 ms ticks.
 func procTicks(tb testing.TB, pid int) float64 {
@@ -467,6 +483,17 @@ func BenchmarkGateway(b *testing.B) {
 		}
 		fmt.Fprintf(&out, "%s against %s: produce %.3fx, consume %.3fx, rtt p50 %+v%s\n", pair[0], pair[1], px, cx,
 			(percentile(v.rtt, 0.5) - percentile(base.rtt, 0.5)).Round(time.Microsecond), cpu)
+	}
+	var rss []string
+	for _, v := range active {
+		if g := gws[v.name]; g != nil {
+			if mib := g.peakRSS(); mib > 0 {
+				rss = append(rss, fmt.Sprintf("%s %.0f MiB", v.name, mib))
+			}
+		}
+	}
+	if len(rss) > 0 {
+		fmt.Fprintf(&out, "gateway peak RSS: %s\n", strings.Join(rss, ", "))
 	}
 	fmt.Print(out.String())
 	_ = net.JoinHostPort

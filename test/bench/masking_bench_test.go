@@ -213,6 +213,13 @@ masking: {}
 				pairedRatio(a.mbs, o.mbs), pairedRatio(a.cpu, o.cpu))
 		}
 	}
+	if rss := g.peakRSS(); rss > 0 {
+		fmt.Fprintf(&out, "gateway peak RSS %.0f MiB (gateway and masked rows)", rss)
+		if alt != nil {
+			fmt.Fprintf(&out, ", -alt %.0f MiB (masked rows only)", alt.peakRSS())
+		}
+		out.WriteString("\n")
+	}
 	fmt.Print(out.String())
 }
 
