@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"sync"
 
 	"github.com/pierrec/lz4/v4"
@@ -90,6 +91,7 @@ var ErrCorruptBatch = errors.New("masking: corrupt record batch")
 type rewriter struct {
 	recs []byte
 	comp bytes.Buffer
+	lz4  []byte // an lz4 batch's frame (appendLz4Frame)
 	edit RecordEdit
 }
 
@@ -118,30 +120,61 @@ func (d *decompressBytes) PutDecompressBytes(b []byte) {
 
 const codecLz4 = 3
 
-// lz4Writers frame rewritten lz4 batches as Kafka's own producer does
+// Rewritten lz4 batches are framed as Kafka's own producer frames them
 // (Lz4BlockOutputStream): independent 64 KiB blocks, with neither block nor
-// content checksums; the batch's CRC-32C covers the bytes. franz-go's
+// content checksums; the batch's CRC-32C covers the bytes. (franz-go's
 // default writer adds an xxHash32 of the content, which cost a seventh of
-// a masked lz4 rewrite.
-var lz4Writers = sync.Pool{New: func() any {
-	w := lz4.NewWriter(nil)
+// a masked lz4 rewrite.) The blocks are compressed one by one into the
+// output, without the frame writer's copy of each block, by the LZ4
+// reference's fast method (lz4.CompressorCCompat, as Java's producer and
+// librdkafka compress): on masked records it ran in 0.7 of the time of
+// the library's default compressor, for a tenth more bytes.
+const (
+	lz4Block  = 64 << 10
+	lz4Stored = 0x80000000 // block size flag: stored, not compressed
+)
+
+// lz4Header is the frame header those options give, the standard
+// writer's own bytes: magic, FLG (version 1, independent blocks), BD (64
+// KiB blocks) and the header checksum.
+var lz4Header = func() []byte {
+	var buf bytes.Buffer
+	w := lz4.NewWriter(&buf)
 	if err := w.Apply(lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb), lz4.ConcurrencyOption(1)); err != nil {
 		panic(err) // static options; cannot fail
 	}
-	return w
-}}
-
-func compressLz4(dst *bytes.Buffer, src []byte) ([]byte, error) {
-	w := lz4Writers.Get().(*lz4.Writer)
-	defer lz4Writers.Put(w)
-	w.Reset(dst)
-	if _, err := w.Write(src); err != nil {
-		return nil, err
-	}
 	if err := w.Close(); err != nil {
-		return nil, err
+		panic(err)
 	}
-	return dst.Bytes(), nil
+	return bytes.Clone(buf.Bytes()[:7]) // then the end mark
+}()
+
+var lz4Compressors = sync.Pool{New: func() any { return new(lz4.CompressorCCompat) }}
+
+// appendLz4Frame appends src to dst as one lz4 frame.
+func appendLz4Frame(dst, src []byte) ([]byte, error) {
+	c := lz4Compressors.Get().(*lz4.CompressorCCompat)
+	defer lz4Compressors.Put(c)
+	dst = append(dst, lz4Header...)
+	for len(src) > 0 {
+		block := src[:min(len(src), lz4Block)]
+		src = src[len(block):]
+		at := len(dst)
+		dst = slices.Grow(dst, 4+lz4.CompressBlockBound(len(block)))
+		n, err := c.CompressBlock(block, dst[at+4:cap(dst)])
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 || n >= len(block) { // not smaller: stored
+			dst = append(dst[:at], 0, 0, 0, 0)
+			binary.LittleEndian.PutUint32(dst[at:], uint32(len(block))|lz4Stored)
+			dst = append(dst, block...)
+			continue
+		}
+		dst = dst[:at+4+n]
+		binary.LittleEndian.PutUint32(dst[at:], uint32(n))
+	}
+	return append(dst, 0, 0, 0, 0), nil // end mark
 }
 
 // decompress returns the records of a batch compressed with codec, in a
@@ -163,7 +196,7 @@ func decompress(raw []byte, codec int) ([]byte, error) {
 }
 
 // compressor compresses a rewritten batch's records with its codec, into
-// dst or a slice of its own.
+// dst or a slice of its own (lz4 batches: appendLz4Frame).
 type compressor func(dst *bytes.Buffer, src []byte) ([]byte, error)
 
 func init() {
@@ -181,13 +214,6 @@ func init() {
 			}
 			return out, nil
 		}
-	}
-	compressors[codecLz4] = func(dst *bytes.Buffer, src []byte) ([]byte, error) {
-		out, err := compressLz4(dst, src)
-		if err != nil {
-			return nil, fmt.Errorf("masking: recompress with lz4: %w", err)
-		}
-		return out, nil
 	}
 }
 
@@ -396,7 +422,15 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 		return out, nil
 	}
 	body := rw.recs
-	if codec != 0 {
+	switch codec {
+	case 0:
+	case codecLz4:
+		var err error
+		if rw.lz4, err = appendLz4Frame(rw.lz4[:0], rw.recs); err != nil {
+			return dst, fmt.Errorf("masking: recompress with lz4: %w", err)
+		}
+		body = rw.lz4
+	default:
 		rw.comp.Reset()
 		var err error
 		if body, err = compressors[codec](&rw.comp, rw.recs); err != nil {

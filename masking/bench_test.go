@@ -110,11 +110,14 @@ func BenchmarkRewriteBatch(b *testing.B) {
 			dst := make([]byte, 0, 2*len(in)+4096)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
+			var out []byte
 			cpuLoop(b, func() {
-				if _, _, err := RewriteBatches(dst[:0], in, m); err != nil {
+				var err error
+				if out, _, err = RewriteBatches(dst[:0], in, m); err != nil {
 					b.Fatal(err)
 				}
 			})
+			b.ReportMetric(float64(len(out))/float64(len(in)), "out/in")
 		})
 	}
 }
@@ -149,11 +152,14 @@ func BenchmarkRewriteBatch10(b *testing.B) {
 			dst := make([]byte, 0, 2*len(in)+4096)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
+			var out []byte
 			cpuLoop(b, func() {
-				if _, _, err := RewriteBatches(dst[:0], in, m); err != nil {
+				var err error
+				if out, _, err = RewriteBatches(dst[:0], in, m); err != nil {
 					b.Fatal(err)
 				}
 			})
+			b.ReportMetric(float64(len(out))/float64(len(in)), "out/in")
 		})
 	}
 }
