@@ -1,13 +1,17 @@
 package masking
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
+	"sync"
 
 	"github.com/pierrec/lz4/v4"
 )
 
-// Reading an lz4 batch's frame without its content checksum.
+// Reading an lz4 batch's frame without its content checksum, and writing
+// a rewritten batch's frame.
 //
 // Kafka's lz4 payload is one LZ4 frame. Its optional xxHash32 content
 // checksum (franz-go's producer writes one, Java's does not) guards bytes
@@ -63,11 +67,11 @@ func decodeLz4Frame(dst, src []byte) (out []byte, ok bool) {
 		if size == 0 { // end mark
 			break
 		}
-		n := int(size & 0x7fffffff)
+		n := int(size &^ lz4Stored)
 		if n > maxBlock || n > len(src)-p || len(dst)-start+maxBlock > maxLz4Content {
 			return dst[:start], false
 		}
-		if size&0x80000000 != 0 { // stored uncompressed
+		if size&lz4Stored != 0 {
 			dst = append(dst, src[p:p+n]...)
 		} else {
 			if cap(dst)-len(dst) < maxBlock {
@@ -91,4 +95,62 @@ func decodeLz4Frame(dst, src []byte) (out []byte, ok bool) {
 		return dst[:start], false
 	}
 	return dst, true
+}
+
+// Rewritten lz4 batches are framed as Kafka's own producer frames them
+// (Lz4BlockOutputStream): independent 64 KiB blocks, with neither block nor
+// content checksums; the batch's CRC-32C covers the bytes. (franz-go's
+// default writer adds an xxHash32 of the content, which cost a seventh of
+// a masked lz4 rewrite.) The blocks are compressed one by one into the
+// output, without the frame writer's copy of each block, by the LZ4
+// reference's fast method (lz4.CompressorCCompat, as Java's producer and
+// librdkafka compress): on a block of masked flat records it took 0.7 of
+// the library's default compressor's time for 13% more bytes, and the
+// rewrite benchmarks' batches came out slightly smaller.
+const (
+	lz4Block  = 64 << 10
+	lz4Stored = 0x80000000 // block size flag: stored, not compressed
+)
+
+// lz4Header is the frame header those options give, the standard
+// writer's own bytes: magic, FLG (version 1, independent blocks), BD (64
+// KiB blocks) and the header checksum.
+var lz4Header = func() []byte {
+	var buf bytes.Buffer
+	w := lz4.NewWriter(&buf)
+	if err := w.Apply(lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb), lz4.ConcurrencyOption(1)); err != nil {
+		panic(err) // static options; cannot fail
+	}
+	if err := w.Close(); err != nil {
+		panic(err)
+	}
+	return bytes.Clone(buf.Bytes()[:7]) // then the end mark
+}()
+
+var lz4Compressors = sync.Pool{New: func() any { return new(lz4.CompressorCCompat) }}
+
+// appendLz4Frame appends src to dst as one lz4 frame.
+func appendLz4Frame(dst, src []byte) ([]byte, error) {
+	c := lz4Compressors.Get().(*lz4.CompressorCCompat)
+	defer lz4Compressors.Put(c)
+	dst = append(dst, lz4Header...)
+	for len(src) > 0 {
+		block := src[:min(len(src), lz4Block)]
+		src = src[len(block):]
+		at := len(dst)
+		dst = slices.Grow(dst, 4+lz4.CompressBlockBound(len(block)))
+		n, err := c.CompressBlock(block, dst[at+4:cap(dst)])
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 || n >= len(block) { // not smaller: stored
+			dst = append(dst[:at], 0, 0, 0, 0)
+			binary.LittleEndian.PutUint32(dst[at:], uint32(len(block))|lz4Stored)
+			dst = append(dst, block...)
+			continue
+		}
+		dst = dst[:at+4+n]
+		binary.LittleEndian.PutUint32(dst[at:], uint32(n))
+	}
+	return append(dst, 0, 0, 0, 0), nil // end mark
 }
