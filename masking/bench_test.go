@@ -107,19 +107,25 @@ func BenchmarkRewriteBatch(b *testing.B) {
 		b.Run(codecNames[codec], func(b *testing.B) {
 			in := makeBatch(b, codec, 0, 0, demoValues(b, s, 100, 0), -1)
 			m := newMasker(b, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: benchRules["redact-partial-null"]})
-			dst := make([]byte, 0, 2*len(in)+4096)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			var out []byte
-			cpuLoop(b, func() {
-				var err error
-				if out, _, err = RewriteBatches(dst[:0], in, m); err != nil {
-					b.Fatal(err)
-				}
-			})
-			b.ReportMetric(float64(len(out))/float64(len(in)), "out/in")
+			benchRewrite(b, in, m)
 		})
 	}
+}
+
+// benchRewrite rewrites the batches in with m over and over, into one
+// output buffer, and reports the output's size against the input's.
+func benchRewrite(b *testing.B, in []byte, m Transformer) {
+	dst := make([]byte, 0, 2*len(in)+4096)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	var out []byte
+	cpuLoop(b, func() {
+		var err error
+		if out, _, err = RewriteBatches(dst[:0], in, m); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.ReportMetric(float64(len(out))/float64(len(in)), "out/in")
 }
 
 // flat10Records is 100 flat 10-field records (schema id 1) in the wire
@@ -149,17 +155,7 @@ func BenchmarkRewriteBatch10(b *testing.B) {
 			in := makeBatch(b, codec, 0, 0, recs, -1)
 			m := newMasker(b, staticSource{1: s}, TopicConfig{}, &filter.Obligations{Mask: []filter.MaskRule{
 				{Field: "ssn", Strategy: "redact"}, {Field: "account", Strategy: "partial"}, {Field: "email", Strategy: "null"}}})
-			dst := make([]byte, 0, 2*len(in)+4096)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			var out []byte
-			cpuLoop(b, func() {
-				var err error
-				if out, _, err = RewriteBatches(dst[:0], in, m); err != nil {
-					b.Fatal(err)
-				}
-			})
-			b.ReportMetric(float64(len(out))/float64(len(in)), "out/in")
+			benchRewrite(b, in, m)
 		})
 	}
 }
