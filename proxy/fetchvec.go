@@ -46,7 +46,7 @@ func fetchFrameVec(dst []byte, corr int32, version int16, resp *kmsg.FetchRespon
 		for pi := range resp.Topics[ti].Partitions {
 			p := &resp.Topics[ti].Partitions[pi]
 			switch {
-			case len(p.RecordBatches) >= vecMinRecords:
+			case inPlace(p):
 				present = append(present, len(slots))
 				slots = append(slots, vecSlot{p: p, rec: p.RecordBatches})
 				p.RecordBatches = standIn
@@ -119,12 +119,18 @@ func fetchFrameVec(dst []byte, corr int32, version int16, resp *kmsg.FetchRespon
 func vecEncodeSize(resp *kmsg.FetchResponse, size int) int {
 	for ti := range resp.Topics {
 		for pi := range resp.Topics[ti].Partitions {
-			if n := len(resp.Topics[ti].Partitions[pi].RecordBatches); n >= vecMinRecords {
-				size -= n
+			if p := &resp.Topics[ti].Partitions[pi]; inPlace(p) {
+				size -= len(p.RecordBatches)
 			}
 		}
 	}
 	return max(size, 4<<10)
+}
+
+// inPlace reports whether fetchFrameVec writes p's record batches from
+// where they are rather than encoding them.
+func inPlace(p *kmsg.FetchResponseTopicPartition) bool {
+	return len(p.RecordBatches) >= vecMinRecords
 }
 
 // standInAt reports whether frame holds a stand-in's length and byte at
