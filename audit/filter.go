@@ -37,6 +37,17 @@ func NewFilter(a *Auditor) filter.Filter { return &auditFilter{a: a} }
 
 type auditFilter struct{ a *Auditor }
 
+// The proxy finds the optional interfaces by type assertion: a method
+// whose signature drifted would silently stop being called.
+var (
+	_ filter.Filter                = (*auditFilter)(nil)
+	_ filter.FetchStreamer         = (*auditFilter)(nil)
+	_ filter.FetchCounter          = (*auditFilter)(nil)
+	_ filter.ProduceStreamer       = (*auditFilter)(nil)
+	_ filter.ChangeReporter        = (*auditFilter)(nil)
+	_ filter.RequestChangeReporter = (*auditFilter)(nil)
+)
+
 func (f *auditFilter) Name() string { return "audit" }
 
 func (f *auditFilter) Wants(int16) bool { return true }

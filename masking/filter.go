@@ -57,7 +57,16 @@ type Filter struct {
 	prepared   *prometheus.CounterVec
 }
 
-var _ filter.Filter = (*Filter)(nil)
+// The proxy finds the optional interfaces by type assertion: a method
+// whose signature drifted would silently stop being called.
+var (
+	_ filter.Filter                = (*Filter)(nil)
+	_ filter.FetchPreparer         = (*Filter)(nil)
+	_ filter.FetchStreamer         = (*Filter)(nil)
+	_ filter.ProduceStreamer       = (*Filter)(nil)
+	_ filter.ChangeReporter        = (*Filter)(nil)
+	_ filter.RequestChangeReporter = (*Filter)(nil)
+)
 
 // NewFilter builds the mask filter. reg may be nil if no topic uses Avro;
 // metrics may be nil.

@@ -47,6 +47,16 @@ type Filter struct {
 	sessions fetchSessions
 }
 
+// The proxy finds the optional interfaces by type assertion: a method
+// whose signature drifted would silently stop being called.
+var (
+	_ filter.Filter                = (*Filter)(nil)
+	_ filter.FetchStreamer         = (*Filter)(nil)
+	_ filter.ProduceStreamer       = (*Filter)(nil)
+	_ filter.ChangeReporter        = (*Filter)(nil)
+	_ filter.RequestChangeReporter = (*Filter)(nil)
+)
+
 // decider is what the filter needs of the engine.
 type decider interface {
 	Decide(ctx context.Context, q *Query) Decision
