@@ -151,6 +151,30 @@ func (g *gateway) profile(b *testing.B, name string, secs int) func() {
 	return func() { <-done }
 }
 
+// fetchTime reads the gateway's sluice_proxy_gateway_duration_seconds
+// histogram for Fetch: the seconds Fetch exchanges spent in the gateway
+// itself (from the response's first byte to its last written, masking
+// included) and how many there were.
+func (g *gateway) fetchTime(b *testing.B) (secs, count float64) {
+	resp, err := http.Get("http://" + g.admin + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		for suffix, v := range map[string]*float64{"_sum": &secs, "_count": &count} {
+			if rest, ok := strings.CutPrefix(line, "sluice_proxy_gateway_duration_seconds"+suffix+`{api="Fetch"} `); ok {
+				*v, _ = strconv.ParseFloat(rest, 64)
+			}
+		}
+	}
+	return secs, count
+}
+
 // cpuSeconds is the gateway process's user+system CPU time, to the
 // nanosecond where the platform's process CPU clock can be read
 // (processCPU), else in the 10 ms ticks of /proc/<pid>/stat: a phase of the

@@ -133,7 +133,7 @@ masking: {}
 			vs = append(vs, mvariant{"masked-" + c.name + "-alt", c.name, alt.boot, []kgo.Opt{kgo.SASL(plain.Auth{User: "bench-partner", Pass: "bench-pw"}.AsMechanism())}, true})
 		}
 	}
-	type series struct{ mbs, cpu []float64 }
+	type series struct{ mbs, cpu, fetchMs []float64 }
 	all := map[string]*series{}
 	for _, v := range vs {
 		all[v.name] = &series{}
@@ -165,9 +165,10 @@ masking: {}
 			if profileDir != "" && r == 0 && vg != nil {
 				wait = vg.profile(b, v.name, envInt("SLUICE_BENCH_PROFILE_SECS", 4))
 			}
-			cpu0 := 0.0
+			cpu0, ft0, fn0 := 0.0, 0.0, 0.0
 			if vg != nil {
 				cpu0 = vg.cpuSeconds(b)
+				ft0, fn0 = vg.fetchTime(b)
 			}
 			var timed int
 			secs := quiet(func() float64 {
@@ -179,28 +180,35 @@ masking: {}
 			s := all[v.name]
 			mbs := mb[topic] * float64(timed) / float64(n) / secs
 			s.mbs = append(s.mbs, mbs)
-			cpu := 0.0
+			cpu, fetchMs := 0.0, 0.0
 			if vg != nil {
 				cpu = (vg.cpuSeconds(b) - cpu0) * 1000 / mb[topic]
 				s.cpu = append(s.cpu, cpu)
+				if ft, fn := vg.fetchTime(b); fn > fn0 {
+					fetchMs = (ft - ft0) * 1000 / (fn - fn0)
+					s.fetchMs = append(s.fetchMs, fetchMs)
+				}
 			}
-			b.Logf("round %d %-12s consume %7.1f MB/s cpu %.3f ms/MB", r, v.name, mbs, cpu)
+			b.Logf("round %d %-12s consume %7.1f MB/s cpu %.3f ms/MB, %.2f ms per fetch in the gateway", r, v.name, mbs, cpu, fetchMs)
 		}
 	}
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\n%d rounds, %d records (%.1f MB of values) per codec: flat 10-field Avro, 3 fields masked (redact, partial, null), 3-broker kfake, franz-go\n",
 		rounds, n, mb["bench.masked.none"])
-	fmt.Fprintf(&out, "%-14s %12s %12s %14s\n", "variant", "consume MB/s", "consume x", "cpu ms/MB")
+	fmt.Fprintf(&out, "%-14s %12s %12s %14s %16s\n", "variant", "consume MB/s", "consume x", "cpu ms/MB", "gateway ms/fetch")
 	for _, v := range vs {
 		s := all[v.name]
 		d := all["direct-"+v.codec]
 		x := pairedRatio(s.mbs, d.mbs)
-		cpu := "-"
+		cpu, fetchMs := "-", "-"
 		if len(s.cpu) > 0 {
 			cpu = fmt.Sprintf("%.3f", median(s.cpu))
 		}
-		fmt.Fprintf(&out, "%-14s %12.1f %12.3f %14s\n", v.name, median(s.mbs), x, cpu)
+		if len(s.fetchMs) > 0 {
+			fetchMs = fmt.Sprintf("%.2f", median(s.fetchMs))
+		}
+		fmt.Fprintf(&out, "%-14s %12.1f %12.3f %14s %16s\n", v.name, median(s.mbs), x, cpu, fetchMs)
 		if !strings.HasPrefix(v.name, "direct") {
 			b.ReportMetric(x, v.name+"-consume-x")
 			b.ReportMetric(median(s.cpu), v.name+"-cpu-ms/MB")
@@ -209,8 +217,8 @@ masking: {}
 	for _, v := range vs {
 		if base, ok := strings.CutSuffix(v.name, "-alt"); ok {
 			a, o := all[v.name], all[base]
-			fmt.Fprintf(&out, "%s against %s: consume %.3fx, gateway CPU per MB %.3fx\n", v.name, base,
-				pairedRatio(a.mbs, o.mbs), pairedRatio(a.cpu, o.cpu))
+			fmt.Fprintf(&out, "%s against %s: consume %.3fx, gateway CPU per MB %.3fx, time per fetch in the gateway %.3fx\n", v.name, base,
+				pairedRatio(a.mbs, o.mbs), pairedRatio(a.cpu, o.cpu), pairedRatio(a.fetchMs, o.fetchMs))
 		}
 	}
 	if rss := g.peakRSS(); rss > 0 {
