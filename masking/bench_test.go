@@ -160,24 +160,36 @@ func BenchmarkRewriteBatch10(b *testing.B) {
 	}
 }
 
-// BenchmarkRewritePartition10 rewrites a 4 MiB partition of 100-record
-// uncompressed flat 10-field batches: what a Fetch response's partition
-// holds, larger than the caches, unlike BenchmarkRewriteBatch10.
+// BenchmarkRewritePartition10 rewrites a 4 MiB partition of uncompressed
+// flat 10-field batches: what a Fetch response's partition holds, larger
+// than the caches, unlike BenchmarkRewriteBatch10. The batches hold 100
+// records (10 KiB) or, as a producer with 1 MiB batches and some linger
+// writes them (the end-to-end bench), 10000 (1 MiB, larger than a core's
+// L2 cache).
 func BenchmarkRewritePartition10(b *testing.B) {
 	s, recs := flat10Records(b)
-	one := makeBatch(b, 0, 0, 0, recs, -1)
-	var in []byte
-	for len(in) < 4<<20 {
-		in = append(in, one...)
-	}
 	m := newMasker(b, staticSource{1: s}, TopicConfig{}, &filter.Obligations{Mask: []filter.MaskRule{
 		{Field: "ssn", Strategy: "redact"}, {Field: "account", Strategy: "partial"}, {Field: "email", Strategy: "null"}}})
-	for _, fresh := range []bool{false, true} {
-		name := "reused-output"
-		if fresh {
-			name = "fresh-output" // as the fetch path allocates it
+	for _, tc := range []struct {
+		name  string
+		recs  int
+		fresh bool
+	}{
+		{"reused-output", 100, false},
+		{"fresh-output", 100, true}, // as the fetch path allocates it
+		{"1MiB-batches", 10000, false},
+	} {
+		var many []testRecord
+		for len(many) < tc.recs {
+			many = append(many, recs...)
 		}
-		b.Run(name, func(b *testing.B) {
+		one := makeBatch(b, 0, 0, 0, many, -1)
+		var in []byte
+		for len(in) < 4<<20 {
+			in = append(in, one...)
+		}
+		fresh := tc.fresh
+		b.Run(tc.name, func(b *testing.B) {
 			dst := make([]byte, 0, len(in)+len(in)/8)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
