@@ -102,18 +102,28 @@ var (
 
 // decompressBytes pools the buffers batches are decompressed into
 // (kgo.PoolDecompressBytes), so a rewrite does not allocate one per batch.
-type decompressBytes struct{ p sync.Pool }
+// The pool holds *[]byte; the holders themselves are pooled too, since
+// PutDecompressBytes gets a slice, and taking its address would allocate
+// a holder per batch.
+type decompressBytes struct{ p, holders sync.Pool }
 
 func (d *decompressBytes) GetDecompressBytes(src []byte, _ kgo.CompressionCodecType) []byte {
-	if b, ok := d.p.Get().(*[]byte); ok {
-		return (*b)[:0]
+	if h, ok := d.p.Get().(*[]byte); ok {
+		b := (*h)[:0]
+		*h = nil
+		d.holders.Put(h)
+		return b
 	}
 	return make([]byte, 0, 4*len(src)+4096)
 }
 
 func (d *decompressBytes) PutDecompressBytes(b []byte) {
-	b = b[:0]
-	d.p.Put(&b)
+	h, ok := d.holders.Get().(*[]byte)
+	if !ok {
+		h = new([]byte)
+	}
+	*h = b[:0]
+	d.p.Put(h)
 }
 
 const codecLz4 = 3
