@@ -357,23 +357,16 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 		return nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: f.cfg.Topic(topic), row: true}
-	buf := bufpool.Get(len(p.RecordBatches) + len(p.RecordBatches)/8)
-	out, st, err := RewriteBatches(*buf, p.RecordBatches, m)
-	*buf = out
-	f.account(m, st)
-	if err == nil && st.OldMagic > 0 {
-		// Magic 0/1 message sets cannot be masked; never pass them.
-		err = errOldMagic
-	}
+	buf, st, err := f.maskRecords(p.RecordBatches, m)
 	if err != nil {
 		if f.warnAllowed() {
 			f.log.Warn("masking failed the partition", zap.String("topic", topic), zap.Int32("partition", p.Partition), zap.Error(err))
 		}
 		f.failFetch(p, kerr.UnknownServerError.Code)
-		bufpool.Put(buf)
 		f.failed(x, topic, p.Partition, "partition failed: "+err.Error())
 		return nil
 	}
+	out := *buf
 	if m.failures > 0 {
 		if f.warnAllowed() {
 			f.log.Warn("records delivered with a masking error marker", zap.String("topic", topic),
@@ -385,6 +378,25 @@ func (f *Filter) maskFetchPartition(ctx context.Context, x *filter.Exchange, top
 	stats.Records += int64(st.Records)
 	stats.Bytes += int64(len(out))
 	return buf
+}
+
+// maskRecords rewrites records (a partition's record batches) through m
+// into a pooled buffer and counts what m did. Magic 0/1 message sets cannot
+// be masked, so they fail it rather than pass. On error the buffer is
+// given back and nil returned.
+func (f *Filter) maskRecords(records []byte, m *recordMasker) (*[]byte, RewriteStats, error) {
+	buf := bufpool.Get(len(records) + len(records)/8)
+	out, st, err := RewriteBatches(*buf, records, m)
+	*buf = out
+	f.account(m, st)
+	if err == nil && st.OldMagic > 0 {
+		err = errOldMagic
+	}
+	if err != nil {
+		bufpool.Put(buf)
+		return nil, st, err
+	}
+	return buf, st, nil
 }
 
 func (f *Filter) account(m *recordMasker, st RewriteStats) {
@@ -512,18 +524,11 @@ func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicCon
 		return "sluice: masking rules: " + err.Error(), nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: tc, strict: true}
-	buf := bufpool.Get(len(p.Records) + len(p.Records)/8)
-	out, st, err := RewriteBatches(*buf, p.Records, m)
-	*buf = out
-	f.account(m, st)
-	if err == nil && st.OldMagic > 0 {
-		err = errOldMagic
-	}
+	buf, _, err := f.maskRecords(p.Records, m)
 	if err != nil {
-		bufpool.Put(buf)
 		return "sluice: masking: " + err.Error(), nil
 	}
-	p.Records = out
+	p.Records = *buf
 	return "", buf
 }
 
