@@ -165,14 +165,22 @@ func (g *gateway) fetchTime(b *testing.B) (secs, count float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		for suffix, v := range map[string]*float64{"_sum": &secs, "_count": &count} {
-			if rest, ok := strings.CutPrefix(line, "sluice_proxy_gateway_duration_seconds"+suffix+`{api="Fetch"} `); ok {
-				*v, _ = strconv.ParseFloat(rest, 64)
-			}
+	const h = "sluice_proxy_gateway_duration_seconds"
+	v, _ := lineAfter(string(raw), h+`_sum{api="Fetch"} `)
+	secs, _ = strconv.ParseFloat(v, 64)
+	v, _ = lineAfter(string(raw), h+`_count{api="Fetch"} `)
+	count, _ = strconv.ParseFloat(v, 64)
+	return secs, count
+}
+
+// lineAfter returns the rest of text's first line that starts with prefix.
+func lineAfter(text, prefix string) (string, bool) {
+	for line := range strings.Lines(text) {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			return strings.TrimSuffix(rest, "\n"), true
 		}
 	}
-	return secs, count
+	return "", false
 }
 
 // cpuSeconds is the gateway process's user+system CPU time, to the
@@ -194,13 +202,12 @@ func (g *gateway) peakRSS() float64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
+	v, ok := lineAfter(string(raw), "VmHWM:")
+	if !ok {
+		return 0
 	}
-	return 0
+	kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+	return kb / 1024
 }
 
 // procTicks is a process's user and system time from /proc/<pid>/stat, in
