@@ -24,19 +24,29 @@ type cacheKey struct {
 	attrs uint64
 }
 
-// printOf returns p's fingerprint, memoised per principal object in a small
-// direct-mapped table: principals are immutable once authenticated, and
-// hashing an attribute map costs more than the rest of a cached decision.
-// A slot holds its principal alive until it is overwritten (at most
-// printSlots principals).
-func (c *cache) printOf(p *filter.Principal) uint64 {
+// entryOf returns p's fingerprint and key hash, memoised per principal
+// object in a small direct-mapped table: principals are immutable once
+// authenticated, and hashing an attribute map costs more than the rest of a
+// cached decision. A slot holds its principal alive until it is overwritten
+// (at most printSlots principals).
+func (c *cache) entryOf(p *filter.Principal) *printEntry {
 	slot := &c.prints[(uintptr(unsafe.Pointer(p))>>4)%printSlots]
 	if e := slot.Load(); e != nil && e.p == p {
-		return e.print
+		return e
 	}
 	pr := c.principalPrint(p.Roles, p.Attributes)
-	slot.Store(&printEntry{p: p, print: pr})
-	return pr
+	e := &printEntry{p: p, print: pr, base: c.principalHash(p.ID, p.Org, p.Mechanism, pr)}
+	slot.Store(e)
+	return e
+}
+
+// keyHash sets k.attrs to p's fingerprint and returns k's hash, the
+// principal's part of it memoised: one string hashed per lookup, the
+// resource's name. k's id, org and mech must be p's.
+func (c *cache) keyHash(p *filter.Principal, k *cacheKey) uint64 {
+	e := c.entryOf(p)
+	k.attrs = e.print
+	return c.nameHash(e.base, k)
 }
 
 const printSlots = 256
@@ -44,16 +54,13 @@ const printSlots = 256
 type printEntry struct {
 	p     *filter.Principal
 	print uint64
+	base  uint64                   // principalHash of p
 	term  atomic.Pointer[ast.Term] // input.principal, built on first miss
 }
 
 // principalInput returns p's input term, memoised beside its fingerprint.
 func (c *cache) principalInput(p *filter.Principal) *ast.Term {
-	slot := &c.prints[(uintptr(unsafe.Pointer(p))>>4)%printSlots]
-	e := slot.Load()
-	if e == nil || e.p != p {
-		return principalTerm(p)
-	}
+	e := c.entryOf(p)
 	if t := e.term.Load(); t != nil {
 		return t
 	}
@@ -117,22 +124,26 @@ func newCache(size int) *cache {
 	return c
 }
 
+// hash is k's hash: principalHash of its principal's fields, mixed with
+// its resource name, action and type by nameHash.
 func (c *cache) hash(k *cacheKey) uint64 {
-	h := maphash.String(c.seed, k.name)
-	h = (h ^ maphash.String(c.seed, k.id)) * 0x9e3779b97f4a7c15
-	if k.org != "" {
-		h = (h ^ maphash.String(c.seed, k.org)) * 0xbf58476d1ce4e5b9
-	}
-	h = (h ^ k.attrs ^ uint64(len(k.mech))<<40 ^ uint64(k.action)<<8 ^ uint64(k.rtype)) * 0x94d049bb133111eb
-	if k.mech != "" {
-		h ^= maphash.String(c.seed, k.mech)
-	}
+	return c.nameHash(c.principalHash(k.id, k.org, k.mech, k.attrs), k)
+}
+
+func (c *cache) principalHash(id, org, mech string, attrs uint64) uint64 {
+	h := (maphash.String(c.seed, id) ^ attrs) * 0x9e3779b97f4a7c15
+	h = (h ^ maphash.String(c.seed, org)) * 0xbf58476d1ce4e5b9
+	return h ^ maphash.String(c.seed, mech) ^ uint64(len(mech))<<40
+}
+
+func (c *cache) nameHash(base uint64, k *cacheKey) uint64 {
+	h := (maphash.String(c.seed, k.name) ^ base ^ uint64(k.action)<<8 ^ uint64(k.rtype)) * 0x94d049bb133111eb
 	return h ^ h>>31
 }
 
-// get returns the cached decision for k if it is still valid at now.
-func (c *cache) get(k *cacheKey, now int64) (*Decision, bool) {
-	h := c.hash(k)
+// get returns the cached decision for k (whose hash is h) if it is still
+// valid at now.
+func (c *cache) get(k *cacheKey, h uint64, now int64) (*Decision, bool) {
 	s := &c.shards[h%cacheShards]
 	s.mu.RLock()
 	e, ok := s.m[h]
@@ -143,8 +154,7 @@ func (c *cache) get(k *cacheKey, now int64) (*Decision, bool) {
 	return e.d, true
 }
 
-func (c *cache) put(k *cacheKey, d *Decision, exp int64) {
-	h := c.hash(k)
+func (c *cache) put(k *cacheKey, h uint64, d *Decision, exp int64) {
 	s := &c.shards[h%cacheShards]
 	s.mu.Lock()
 	if _, ok := s.m[h]; !ok && len(s.m) >= c.perCap {

@@ -217,9 +217,10 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 	}
 	nowNS := now.UnixNano()
 	k := cacheKey{id: p.ID, org: p.Org, mech: p.Mechanism, name: q.Name, action: q.Action, rtype: q.Resource}
+	var h uint64
 	if rev.cache != nil {
-		k.attrs = rev.cache.printOf(p)
-		if d, ok := rev.cache.get(&k, nowNS); ok {
+		h = rev.cache.keyHash(p, &k)
+		if d, ok := rev.cache.get(&k, h, nowNS); ok {
 			out := *d
 			out.Cached = true
 			if !p.Expires.IsZero() && (out.ExpiresAt.IsZero() || p.Expires.Before(out.ExpiresAt)) {
@@ -233,6 +234,15 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 			return out
 		}
 	}
+	return e.decideMiss(ctx, rev, q, p, now, &k, h)
+}
+
+// decideMiss evaluates what the cache did not hold and caches the result
+// under k (whose hash is h). It is a function of its own so that the
+// cached path's frame stays small: the evaluation's locals are many.
+//
+//go:noinline
+func (e *Engine) decideMiss(ctx context.Context, rev *revision, q *Query, p *filter.Principal, now time.Time, k *cacheKey, h uint64) Decision {
 	d, reason, err := e.eval(ctx, rev, q, now)
 	if err != nil {
 		return e.fail(q, rev.id, reason, err)
@@ -247,13 +257,14 @@ func (e *Engine) Decide(ctx context.Context, q *Query) Decision {
 		e.m.deny[0].Inc()
 	}
 	if rev.cache != nil && !d.NoCache {
+		nowNS := now.UnixNano()
 		exp := nowNS + int64(e.cfg.CacheTTL)
 		if !d.ExpiresAt.IsZero() && d.ExpiresAt.UnixNano() < exp {
 			exp = d.ExpiresAt.UnixNano()
 		}
 		if exp > nowNS {
 			cd := d
-			rev.cache.put(&k, &cd, exp)
+			rev.cache.put(k, h, &cd, exp)
 		}
 	}
 	return d

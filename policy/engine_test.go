@@ -162,18 +162,50 @@ func TestCacheBoundedAndTTL(t *testing.T) {
 	d := &Decision{Allow: true}
 	for i := 0; i < 1000; i++ {
 		k := cacheKey{id: "p", name: strings.Repeat("x", i%50) + string(rune('a'+i%26)), action: ActionRead, rtype: ResourceTopic}
-		c.put(&k, d, 100)
+		c.put(&k, c.hash(&k), d, 100)
 	}
 	if n := c.len(); n > 32 {
 		t.Fatalf("cache holds %d entries, cap 32", n)
 	}
 	k := cacheKey{id: "p", name: "t"}
-	c.put(&k, d, 100)
-	if _, ok := c.get(&k, 99); !ok {
+	c.put(&k, c.hash(&k), d, 100)
+	if _, ok := c.get(&k, c.hash(&k), 99); !ok {
 		t.Fatal("fresh entry missed")
 	}
-	if _, ok := c.get(&k, 100); ok {
+	if _, ok := c.get(&k, c.hash(&k), 100); ok {
 		t.Fatal("stale entry served")
+	}
+}
+
+// The lookup hashes a key with its principal's part memoised (keyHash); an
+// entry is stored under the hash taken from the key alone (hash). The two
+// must agree, or every decision would miss the cache, and principals that
+// differ in any field must not share a key.
+func TestCacheKeyHash(t *testing.T) {
+	c := newCache(64)
+	ps := []*filter.Principal{
+		{ID: "a", Org: "acme", Mechanism: "PLAIN", Roles: []string{"partner"}},
+		{ID: "a", Org: "acme", Mechanism: "PLAIN", Roles: []string{"partner"}, Attributes: map[string]string{"purpose": "x"}},
+		{ID: "a", Org: "acme", Mechanism: "SCRAM-SHA-512", Roles: []string{"partner"}},
+		{ID: "a", Org: "globex", Mechanism: "PLAIN", Roles: []string{"partner"}},
+		{ID: "a", Org: "acme", Mechanism: "PLAIN", Roles: []string{"admin"}},
+		{ID: "b"},
+	}
+	d := &Decision{Allow: true}
+	for i, p := range ps {
+		k := cacheKey{id: p.ID, org: p.Org, mech: p.Mechanism, name: "t", action: ActionRead, rtype: ResourceTopic}
+		for range 2 { // computed, then memoised
+			if h := c.keyHash(p, &k); h != c.hash(&k) {
+				t.Fatalf("principal %d: keyHash %x, hash %x", i, h, c.hash(&k))
+			}
+		}
+		if _, ok := c.get(&k, c.keyHash(p, &k), 1); ok {
+			t.Fatalf("principal %d hit another principal's entry", i)
+		}
+		c.put(&k, c.hash(&k), d, 100)
+		if _, ok := c.get(&k, c.keyHash(p, &k), 1); !ok {
+			t.Fatalf("principal %d missed its own entry", i)
+		}
 	}
 }
 
