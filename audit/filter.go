@@ -44,6 +44,7 @@ var (
 	_ filter.FetchStreamer         = (*auditFilter)(nil)
 	_ filter.FetchCounter          = (*auditFilter)(nil)
 	_ filter.ProduceStreamer       = (*auditFilter)(nil)
+	_ filter.ProduceCounter        = (*auditFilter)(nil)
 	_ filter.ChangeReporter        = (*auditFilter)(nil)
 	_ filter.RequestChangeReporter = (*auditFilter)(nil)
 )
@@ -102,6 +103,10 @@ func (f *auditFilter) StreamProduce(context.Context, *filter.Exchange) bool {
 
 // ProduceRelayed implements filter.ProduceStreamer; OnResponse records.
 func (f *auditFilter) ProduceRelayed(context.Context, *filter.Exchange) {}
+
+// CountsProduce implements filter.ProduceCounter: the events carry the
+// partitions and counts of a streamed request.
+func (f *auditFilter) CountsProduce() bool { return true }
 
 // StreamFetch implements filter.FetchStreamer: the audit filter needs only
 // what a streamed response delivered.

@@ -637,9 +637,12 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 	out, wbuf := *buf, buf
 	p.buf = nil
 	if rest > 0 && len(p.chain) > 0 {
-		return c.streamProduce(p, h, buf, frame, rest, acks0)
-	}
-	if len(p.chain) > 0 {
+		if done, ok := c.streamProduce(p, h, buf, frame, rest, acks0); done {
+			return ok
+		}
+		// Decided on its head and nobody counts: cut through below, as
+		// without filters.
+	} else if len(p.chain) > 0 {
 		req := kmsg.RequestForKey(h.Key)
 		req.SetVersion(h.Version)
 		if err := req.ReadFrom(body); err != nil {
@@ -799,6 +802,17 @@ func (c *clientConn) fetchHooks(p *pending) *fetchHooks {
 			return code, key
 		},
 	}
+}
+
+// countsProduce reports whether a filter of chain reads a streamed
+// Produce request's partitions and counts (filter.ProduceCounter).
+func countsProduce(chain []filter.Filter) bool {
+	for _, f := range chain {
+		if pc, ok := f.(filter.ProduceCounter); ok && pc.CountsProduce() {
+			return true
+		}
+	}
+	return false
 }
 
 // countsFetch reports whether a filter of chain reads a streamed Fetch

@@ -247,8 +247,11 @@ func (r *fetchRelay) produceBody(version int16) ([]int32, error) {
 // streamProduce forwards a large one-topic Produce request through a chain
 // of filter.ProduceStreamers as it arrives (see the top of this file), or,
 // when one declines, reads it whole and forwards it decoded. buf holds the
-// part read (frame), rest bytes are unread.
-func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, frame []byte, rest int, acks0 bool) bool {
+// part read (frame), rest bytes are unread. done is false when the filters
+// let the request through and none counts (filter.ProduceCounter):
+// ProduceRelayed has run, with no partitions, and the caller forwards the
+// request as it forwards one without filters, ok unused.
+func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, frame []byte, rest int, acks0 bool) (done, ok bool) {
 	x := &p.x
 	body := frame[h.BodyOffset:]
 	head, ok := parseProduceHead(body, h.Version, h.Flexible)
@@ -265,14 +268,23 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 	if !ok {
 		buf, frame, err := c.readRest(buf, frame, rest)
 		if err != nil {
-			return false
+			return true, false
 		}
 		h, err := parseRequestHeader(frame)
 		if err != nil { // it parsed from the same bytes before
 			bufpool.Put(buf)
-			return false
+			return true, false
 		}
-		return c.forward(h, buf, frame, 0, p.tRead)
+		return true, c.forward(h, buf, frame, 0, p.tRead)
+	}
+	if !countsProduce(p.chain) {
+		// Nothing after the head is read: the topic the filters decided
+		// is the request's only one (parseProduceHead), and no filter
+		// wants the partitions or counts.
+		for _, f := range p.chain {
+			f.(filter.ProduceStreamer).ProduceRelayed(c.ctx, x)
+		}
+		return false, false
 	}
 
 	p.tSent = time.Now()
@@ -293,7 +305,7 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 		// What the filters decided is recorded; the broker did not get
 		// a whole request.
 		c.abandon(p)
-		return false
+		return true, false
 	}
 	t := &req.Topics[0]
 	t.Partitions = make([]kmsg.ProduceRequestTopicPartition, len(parts))
@@ -306,7 +318,7 @@ func (c *clientConn) streamProduce(p *pending, h requestHeader, buf *[]byte, fra
 	}
 	if acks0 {
 		c.forwardedUnanswered(p)
-		return true
+		return true, true
 	}
-	return c.enqueue(p)
+	return true, c.enqueue(p)
 }

@@ -98,6 +98,18 @@ type FetchCounter interface {
 	CountsFetch() bool
 }
 
+// ProduceCounter is implemented by a ProduceStreamer that reads what
+// ProduceRelayed is given: the topic's partitions in x.Request and the
+// records and bytes in x.Relayed (the audit filter). Learning them means
+// parsing the request's structure as it is relayed, a read and a write of
+// its own per partition; when no filter of a chain counts, a streamed
+// Produce request's body after its head is spliced upstream whole, as
+// without filters, and ProduceRelayed sees the topic without partitions
+// and x.Relayed nil.
+type ProduceCounter interface {
+	CountsProduce() bool
+}
+
 // FetchPreparer is implemented by a filter that starts work on a decoded
 // Fetch response's partitions while the rest of the response is still
 // arriving (masking: a consumer's response is megabytes, and reading it
