@@ -194,12 +194,21 @@ func (f *Filter) record(x *filter.Exchange, a Action, rt ResourceType, name stri
 	}
 }
 
-// query asks the engine without recording (listing filters).
+// query asks the engine without recording (listing filters), at the time
+// the request was read.
 func (f *Filter) query(ctx context.Context, x *filter.Exchange, a Action, rt ResourceType, name string) Decision {
+	return f.queryAt(ctx, x, a, rt, name, x.Received)
+}
+
+// queryAt is query at now (the current time when zero). The response side
+// of a long poll decides at the time the response came: a grant or a
+// credential that lapsed while the request waited upstream no longer
+// reads.
+func (f *Filter) queryAt(ctx context.Context, x *filter.Exchange, a Action, rt ResourceType, name string, now time.Time) Decision {
 	q := Query{
 		Principal: x.Conn.Principal(), Action: a, Resource: rt, Name: name,
 		APIKey: x.Key, APIVersion: x.Version,
-		Source: x.Conn.ClientAddr, Listener: x.Conn.Listener, Now: x.Received,
+		Source: x.Conn.ClientAddr, Listener: x.Conn.Listener, Now: now,
 	}
 	if x.ClientID != nil {
 		q.ClientID = *x.ClientID

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -260,7 +261,7 @@ func shareFetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 			// Decided again: the share session may return unlisted
 			// partitions, and the policy may have changed during a
 			// long poll.
-			d := f.query(ctx, x, ActionRead, ResourceTopic, name)
+			d := f.queryAt(ctx, x, ActionRead, ResourceTopic, name, time.Now())
 			if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
 				f.record(x, ActionRead, ResourceTopic, name, nil, d)
 			}

@@ -3,6 +3,9 @@ package policy
 import (
 	"context"
 	"fmt"
+	"maps"
+	"reflect"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -104,9 +107,11 @@ func fetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		f.track(ctx, x, req)
 	}
 	if x.Local != nil {
-		f.sessions.reset(x.Conn)
 		// Nothing left to fetch: the local answer must not pretend a
-		// fetch session exists, so the client starts a new one.
+		// fetch session exists, so the client starts a new one. The
+		// session's topics are not forgotten: the broker never saw this
+		// request, its session is as it was, and a client may go on
+		// using it.
 		x.Local.(*kmsg.FetchResponse).SessionID = 0
 	}
 	return nil
@@ -115,12 +120,21 @@ func fetchReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 // fetchResp checks every topic in the response again: incremental fetch
 // sessions (KIP-227) return partitions the request did not list, so a
 // revocation mid-session shows up only here. Denied topics lose their
-// records and carry TOPIC_AUTHORIZATION_FAILED.
+// records and carry TOPIC_AUTHORIZATION_FAILED. A topic allowed now with
+// obligations other than those the request side attached (a policy change
+// during a long poll, a session topic the filter did not know of) loses
+// its records too, with UNKNOWN_SERVER_ERROR, as on the streamed path: the
+// mask filter's response step ran before this one, with the obligations
+// attached then.
 func fetchResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
+	seen := maps.Clone(x.Obligations)
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
 		name, code := f.recheckFetchTopic(ctx, x, t.Topic, t.TopicID)
+		if code == 0 && !x.Obligations[name].Empty() && !sameMasking(seen[name], x.Obligations[name]) {
+			code = kerr.UnknownServerError.Code
+		}
 		if code == 0 {
 			continue
 		}
@@ -187,7 +201,7 @@ func (f *Filter) recheckFetchTopic(ctx context.Context, x *filter.Exchange, topi
 	if !ok {
 		return name, codeTopicID
 	}
-	d := f.query(ctx, x, ActionRead, ResourceTopic, name)
+	d := f.queryAt(ctx, x, ActionRead, ResourceTopic, name, time.Now())
 	if prior, seen := requestDecision(x, name); !seen || prior.Allow != d.Allow {
 		f.record(x, ActionRead, ResourceTopic, name, nil, d)
 	}
@@ -196,6 +210,15 @@ func (f *Filter) recheckFetchTopic(ctx context.Context, x *filter.Exchange, topi
 	}
 	attach(x, name, d)
 	return name, 0
+}
+
+// sameMasking reports whether obligations a and b ask the same of the mask
+// filter (the grant and purpose they name aside).
+func sameMasking(a, b *filter.Obligations) bool {
+	if a == b || a.Empty() && b.Empty() {
+		return true
+	}
+	return a != nil && b != nil && reflect.DeepEqual(a.Mask, b.Mask) && reflect.DeepEqual(a.RowFilter, b.RowFilter)
 }
 
 // FetchDone implements filter.FetchStreamer; FetchTopic did the work.

@@ -41,20 +41,6 @@ func (s *fetchSessions) get(c *filter.Conn) *fetchSession {
 	return fs
 }
 
-// reset forgets the session of c (it was answered locally, so the client
-// starts a new one).
-func (s *fetchSessions) reset(c *filter.Conn) {
-	if c == nil {
-		return
-	}
-	if v, ok := s.m.Load(weak.Make(c)); ok {
-		fs := v.(*fetchSession)
-		fs.mu.Lock()
-		clear(fs.topics)
-		fs.mu.Unlock()
-	}
-}
-
 // track updates the session of x's connection with req (after denied
 // topics were removed) and attaches the obligations of every session topic
 // the request did not list.
