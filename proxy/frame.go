@@ -221,7 +221,7 @@ func produceAcks(body []byte, version int16, flexible bool) (int16, bool) {
 	if version >= 3 { // transactional_id, nullable string
 		if flexible {
 			n, next, err := uvarint(body, 0)
-			if err != nil {
+			if err != nil || n > uint64(len(body)) { // a length past the body, or one that would overflow off
 				return 0, false
 			}
 			off = next
@@ -239,7 +239,7 @@ func produceAcks(body []byte, version int16, flexible bool) (int16, bool) {
 			}
 		}
 	}
-	if off < 0 || len(body) < off+2 {
+	if off < 0 || off > len(body)-2 {
 		return 0, false
 	}
 	return int16(binary.BigEndian.Uint16(body[off:])), true

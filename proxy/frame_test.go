@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -83,6 +85,31 @@ func TestProduceAcksPeek(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A stranger picks the transactional id's length: no length, however
+// large, makes the peek read outside the body (a varint near 2^63 once
+// overflowed the bounds check and panicked, taking the process down).
+func TestProduceAcksPeekHostileLengths(t *testing.T) {
+	tail := []byte{0, 1, 0, 0, 0, 0} // acks 1, timeout
+	for _, n := range []uint64{math.MaxUint64, math.MaxInt64, math.MaxInt64 - 9, math.MaxInt64 - 10, 1 << 32, 7, 8} {
+		body := binary.AppendUvarint(nil, n)
+		body = append(body, tail...)
+		if acks, ok := produceAcks(body, 9, true); ok && n > 1 {
+			t.Errorf("length %d in a %d-byte body: peeked acks %d", n, len(body), acks)
+		}
+	}
+	for _, n := range []int16{math.MaxInt16, 5} {
+		body := binary.BigEndian.AppendUint16(nil, uint16(n))
+		body = append(body, tail...)
+		if acks, ok := produceAcks(body, 8, false); ok {
+			t.Errorf("length %d in a %d-byte body: peeked acks %d", n, len(body), acks)
+		}
+	}
+	// The boundary: a 5-byte id leaves exactly acks and nothing more.
+	if acks, ok := produceAcks(append(binary.AppendUvarint(nil, 6), 'a', 'b', 'c', 'd', 'e', 0, 1), 9, true); !ok || acks != 1 {
+		t.Errorf("acks right at the end: %d %v", acks, ok)
 	}
 }
 

@@ -25,6 +25,9 @@ func FuzzRequestFrame(f *testing.F) {
 		}
 	}
 	f.Add([]byte{0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff})
+	// Produce v9 with a transactional id length near 2^63 (once an
+	// overflow in the acks peek).
+	f.Add([]byte{0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 'x', 0, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		h, err := parseRequestHeader(frame)
 		if err != nil {

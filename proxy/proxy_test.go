@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -883,5 +884,33 @@ func TestExchangeDoneAfterWrite(t *testing.T) {
 			t.Fatal("OnDone never ran")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHostileProduceHeadThroughGateway sends Produce requests whose
+// transactional id length is a varint near 2^63, small and over the
+// cut-through size, through a running gateway (the acks peek once
+// panicked on them, which killed the process); the gateway stays up and
+// serves the next client.
+func TestHostileProduceHeadThroughGateway(t *testing.T) {
+	e := newTestEnv(t)
+	for _, pad := range []int{0, 300 << 10} {
+		var f []byte
+		f = binary.BigEndian.AppendUint16(f, 0) // Produce
+		f = binary.BigEndian.AppendUint16(f, 9) // v9, flexible
+		f = binary.BigEndian.AppendUint32(f, 1) // correlation id
+		f = binary.BigEndian.AppendUint16(f, 1) // client id "x"
+		f = append(f, 'x', 0)                   // header tags
+		f = binary.AppendUvarint(f, math.MaxInt64-9)
+		f = append(f, 0, 1, 0, 0, 0, 0)
+		f = append(f, make([]byte, pad)...)
+		frame := binary.BigEndian.AppendUint32(nil, uint32(len(f)))
+		_, _, _ = rawRequest(t, e.boot, append(frame, f...))
+	}
+	cl := e.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Ping(ctx); err != nil {
+		t.Fatalf("gateway after hostile produce heads: %v", err)
 	}
 }
