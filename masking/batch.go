@@ -94,10 +94,9 @@ type rewriter struct {
 }
 
 var (
-	rewriters    = sync.Pool{New: func() any { return new(rewriter) }}
-	decBytes     = &decompressBytes{}
-	decompressor = kgo.DefaultDecompressor(decBytes)
-	compressors  [5]compressor
+	rewriters   = sync.Pool{New: func() any { return new(rewriter) }}
+	decBytes    = &decompressBytes{}
+	compressors [5]compressor
 )
 
 // decompressBytes pools the buffers batches are decompressed into
@@ -106,6 +105,9 @@ var (
 // PutDecompressBytes gets a slice, and taking its address would allocate
 // a holder per batch.
 type decompressBytes struct{ p, holders sync.Pool }
+
+// maxPooledDecompress is the largest buffer the pool keeps.
+const maxPooledDecompress = 16 << 20
 
 func (d *decompressBytes) GetDecompressBytes(src []byte, _ kgo.CompressionCodecType) []byte {
 	if h, ok := d.p.Get().(*[]byte); ok {
@@ -118,6 +120,9 @@ func (d *decompressBytes) GetDecompressBytes(src []byte, _ kgo.CompressionCodecT
 }
 
 func (d *decompressBytes) PutDecompressBytes(b []byte) {
+	if cap(b) > maxPooledDecompress {
+		return // a rare large batch (or a refused bomb) is not kept
+	}
 	h, ok := d.holders.Get().(*[]byte)
 	if !ok {
 		h = new([]byte)
@@ -127,24 +132,6 @@ func (d *decompressBytes) PutDecompressBytes(b []byte) {
 }
 
 const codecLz4 = 3
-
-// decompress returns the records of a batch compressed with codec, in a
-// pooled buffer (decBytes): lz4 frames of the common shape are read here
-// (decodeLz4Frame), everything else by franz-go's decompressor.
-func decompress(raw []byte, codec int) ([]byte, error) {
-	if codec == codecLz4 {
-		out, ok := decodeLz4Frame(decBytes.GetDecompressBytes(raw, 0), raw)
-		if ok {
-			return out, nil
-		}
-		decBytes.PutDecompressBytes(out)
-	}
-	out, err := decompressor.Decompress(raw, kgo.CompressionCodecType(codec))
-	if err != nil {
-		return nil, fmt.Errorf("%w: decompress: %v", ErrCorruptBatch, err)
-	}
-	return out, nil
-}
 
 // compressor compresses a rewritten batch's records with its codec, into
 // dst or a slice of its own (lz4 batches: appendLz4Frame).
@@ -269,6 +256,9 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 			dst = append(dst, b...)
 		}
 		return dst, nil
+	}
+	if n < 0 || n > maxBatchRecords {
+		return dst, fmt.Errorf("%w: %d records", ErrCorruptBatch, n)
 	}
 	if codec != 0 {
 		var err error

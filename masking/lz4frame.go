@@ -20,10 +20,7 @@ import (
 // independent blocks, no dictionary) is decoded block by block here, and
 // anything else goes to the standard reader.
 
-const (
-	lz4Magic      = 0x184d2204
-	maxLz4Content = 128 << 20 // a batch that inflates past this is refused
-)
+const lz4Magic = 0x184d2204
 
 var errLz4Frame = errors.New("masking: lz4 frame")
 
@@ -68,14 +65,14 @@ func decodeLz4Frame(dst, src []byte) (out []byte, ok bool) {
 			break
 		}
 		n := int(size &^ lz4Stored)
-		if n > maxBlock || n > len(src)-p || len(dst)-start+maxBlock > maxLz4Content {
+		if n > maxBlock || n > len(src)-p || len(dst)-start+maxBlock > maxBatchContent {
 			return dst[:start], false
 		}
 		if size&lz4Stored != 0 {
 			dst = append(dst, src[p:p+n]...)
 		} else {
 			if cap(dst)-len(dst) < maxBlock {
-				dst = append(dst[:cap(dst)], make([]byte, maxBlock)...)[:len(dst)]
+				dst = slices.Grow(dst, max(maxBlock, len(dst)-start)) // doubling: a large frame is copied few times
 			}
 			k, err := lz4.UncompressBlock(src[p:p+n], dst[len(dst):len(dst)+maxBlock])
 			if err != nil {
