@@ -19,8 +19,8 @@ var (
 
 const (
 	maxDepth = 64
-	// maxZeroItems bounds a collection of zero-byte items (nulls, empty
-	// records), whose count the input bytes do not bound.
+	// maxZeroItems bounds the zero-byte collection items (nulls, empty
+	// records) of one value, whose count the input bytes do not bound.
 	maxZeroItems = 1 << 16
 )
 
@@ -33,6 +33,9 @@ type walker struct {
 	mark  int // src[mark:pos] is pending copy to dst
 	depth int
 	write bool // false: only validate
+	// zeroItems counts the zero-byte collection items walked so far
+	// (bounded by maxZeroItems in all).
+	zeroItems int64
 
 	found     []byte // actExtract: the encoded value found
 	foundNode *node
@@ -286,7 +289,14 @@ func (w *walker) blocks(n *node, deep bool) error {
 				w.mark = w.pos
 			}
 		}
-		if n.elem.zero && count > maxZeroItems || !n.elem.zero && count > int64(len(w.src)-w.pos) {
+		if n.elem.zero {
+			// Zero-byte items cost a loop turn each and no input: bound
+			// their total in the value, not per block (a 3-byte block
+			// header can claim 65536 of them).
+			if w.zeroItems += count; w.zeroItems > maxZeroItems {
+				return errLength
+			}
+		} else if count > int64(len(w.src)-w.pos) {
 			return errLength
 		}
 		for ; count > 0; count-- {
