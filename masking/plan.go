@@ -2,11 +2,11 @@ package masking
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/sluice-gw/sluice/proxy/filter"
@@ -187,39 +187,43 @@ func NewPlanner(cfg Config, reg SchemaSource, keys *Keys) *Planner {
 	return &Planner{cfg: cfg, reg: reg, keys: keys, sets: make(map[string]*RuleSet)}
 }
 
-// fingerprint is a canonical encoding of obligations' rules and row filter.
+// fingerprint is a canonical, unambiguous encoding of obligations' rules
+// and row filter: every string is length-prefixed and every list counted,
+// so no choice of field names, parameters or values (control bytes
+// included) makes two different rule sets encode alike and share a cached
+// RuleSet.
 func fingerprint(rules []filter.MaskRule, row *filter.RowFilter) string {
-	var sb strings.Builder
+	b := make([]byte, 0, 64*len(rules)+16)
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(rules)))
 	for _, r := range rules {
-		sb.WriteString(r.Field)
-		sb.WriteByte(0)
-		sb.WriteString(r.Strategy)
-		sb.WriteByte(0)
-		sb.WriteString(r.Target)
+		str(r.Field)
+		str(r.Strategy)
+		str(r.Target)
 		keys := make([]string, 0, len(r.Params))
 		for k := range r.Params {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
+		b = binary.AppendUvarint(b, uint64(len(keys)))
 		for _, k := range keys {
-			sb.WriteByte(0)
-			sb.WriteString(k)
-			sb.WriteByte('=')
-			sb.WriteString(r.Params[k])
+			str(k)
+			str(r.Params[k])
 		}
-		sb.WriteByte(1)
 	}
 	if row != nil {
-		sb.WriteByte(2)
-		sb.WriteString(row.Field)
-		sb.WriteByte(0)
-		sb.WriteString(row.Op)
+		b = append(b, 1)
+		str(row.Field)
+		str(row.Op)
+		b = binary.AppendUvarint(b, uint64(len(row.Values)))
 		for _, v := range row.Values {
-			sb.WriteByte(0)
-			sb.WriteString(v)
+			str(v)
 		}
 	}
-	return sb.String()
+	return string(b)
 }
 
 // RuleSet parses obligations, from the cache when the same rules were seen.
