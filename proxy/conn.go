@@ -493,10 +493,10 @@ func (c *clientConn) readLoop() (drained bool) {
 			continue
 		}
 		h, err := parseRequestHeader(frame)
-		if rest > 0 && err == nil && gatewayLocal(h.Key) && len(frame)+rest > int(c.saslFrameLimit()) {
-			// Only a large frame can be over the limit, and only a
-			// large frame is read in part: one from an authenticated
-			// client (before authentication readRequest bounds all).
+		if err == nil && gatewayLocal(h.Key) && len(frame)+rest > int(c.saslFrameLimit()) {
+			// Before authentication readRequest bounds every frame;
+			// after it, ApiVersions and SASL frames are bounded here,
+			// whole or read in part.
 			bufpool.Put(buf)
 			c.saslFrameTooLarge(fmt.Errorf("%w: %s of %d bytes (max_sasl_frame_bytes %d)", errSASLFrameTooLarge, apiName(h.Key), len(frame)+rest, c.saslFrameLimit()))
 			return false
@@ -958,8 +958,17 @@ func isAuthErr(err error) bool {
 // upstream's versions and the gateway's.
 func (c *clientConn) apiVersions(h requestHeader, frame []byte, tRead time.Time) bool {
 	if c.versions == nil {
-		if v := c.s.cachedVersions(); v != nil && (c.authRequired && !c.authenticated) {
-			// Do not dial upstream for an unauthenticated stranger.
+		if c.authRequired && !c.authenticated {
+			// Do not dial upstream for an unauthenticated stranger: answer
+			// from the versions the gateway itself read.
+			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+			v := c.s.loadVersions(ctx)
+			cancel()
+			if v == nil {
+				c.log.Warn("closing connection: upstream api versions unknown (upstream unavailable)")
+				c.s.m.request(h.Key, outcomeError)
+				return false
+			}
 			c.upVers = v
 			c.versions = intersectVersions(v, c.authRequired, c.s.refuses)
 		} else if err := c.connectUpstream(); err != nil {

@@ -1,9 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
-
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -156,3 +156,30 @@ func (c *clientConn) step(msg []byte) (reply []byte, done bool, p *filter.Princi
 func (s *Server) cacheVersions(v *kmsg.ApiVersionsResponse) { s.lastVersions.Store(v) }
 
 func (s *Server) cachedVersions() *kmsg.ApiVersionsResponse { return s.lastVersions.Load() }
+
+// loadVersions fills the version cache, when it is empty, with an
+// ApiVersions exchange over the gateway's own metadata client (one at a
+// time), so that a client not yet authenticated is answered without an
+// upstream connection of its own: a stranger never makes the gateway dial
+// and log in upstream for it.
+func (s *Server) loadVersions(ctx context.Context) *kmsg.ApiVersionsResponse {
+	if v := s.cachedVersions(); v != nil || s.meta == nil {
+		return v
+	}
+	s.versionsMu.Lock()
+	defer s.versionsMu.Unlock()
+	if v := s.cachedVersions(); v != nil {
+		return v
+	}
+	resp, err := s.meta.Request(ctx, kmsg.NewPtrApiVersionsRequest())
+	if err != nil {
+		s.log.Info("upstream api versions not loaded", zap.Error(err))
+		return nil
+	}
+	v, ok := resp.(*kmsg.ApiVersionsResponse)
+	if !ok || v.ErrorCode != 0 || len(v.ApiKeys) == 0 {
+		return nil
+	}
+	s.cacheVersions(v)
+	return v
+}

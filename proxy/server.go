@@ -79,6 +79,7 @@ type Server struct {
 	nextID     atomic.Uint64
 
 	lastVersions atomic.Pointer[kmsg.ApiVersionsResponse]
+	versionsMu   sync.Mutex // one loadVersions at a time
 }
 
 // group is one listener group: a bootstrap listener and a listener per
@@ -203,6 +204,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.cluster.refresh(first, s.meta); err != nil {
 		s.m.upstreamErrors.WithLabelValues("metadata").Inc()
 		s.log.Warn("upstream metadata not loaded yet; will retry", zap.Error(err))
+	}
+	if s.cluster.ready.Load() {
+		s.loadVersions(first)
 	}
 	cancel()
 	s.m.ready.Set(boolFloat(s.cluster.ready.Load()))
