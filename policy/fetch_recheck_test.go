@@ -186,4 +186,3 @@ decision := {"allow": true, "reason": "masked", "obligations": {"grant_id": "g",
 			len(p.RecordBatches), kerr.UnknownServerError.Code)
 	}
 }
-

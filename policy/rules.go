@@ -61,9 +61,9 @@ var rules = map[int16]rule{
 
 	// KIP-848, streams and share groups.
 	68: {name: "consumer_group_heartbeat: read group; describe subscribed topics", kind: enforced, req: consumerGroupHeartbeatReq},
-	69: {name: "consumer_group_describe: describe group per group", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "Groups", "Groups")},
+	69: {name: "consumer_group_describe: describe group per group; a group whose topics are not all describable answers TOPIC_AUTHORIZATION_FAILED", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "Groups", "Groups"), resp: consumerGroupDescribeResp},
 	76: {name: "share_group_heartbeat: read group; describe subscribed topics", kind: enforced, req: shareGroupHeartbeatReq},
-	77: {name: "share_group_describe: describe group per group", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "GroupIDs", "Groups")},
+	77: {name: "share_group_describe: describe group per group; a group whose topics are not all describable answers TOPIC_AUTHORIZATION_FAILED", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "GroupIDs", "Groups"), resp: shareGroupDescribeResp},
 	78: {name: "share_fetch: read group; read topic per topic, on the request and the response", kind: enforced, req: shareFetchReq, resp: shareFetchResp},
 	79: {name: "share_acknowledge: read group; read topic per topic", kind: enforced, req: shareAckReq},
 	88: {name: "streams_group_heartbeat: read group; describe source topics, create internal topics", kind: enforced, req: streamsGroupHeartbeatReq},
