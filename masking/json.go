@@ -1,8 +1,8 @@
 package masking
 
 import (
+	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/valyala/fastjson"
 )
@@ -207,7 +207,7 @@ func jsonReplace(v *fastjson.Value, r *rule, a *fastjson.Arena) *fastjson.Value 
 	// redact
 	switch v.Type() {
 	case fastjson.TypeNumber:
-		if _, err := strconv.ParseFloat(r.replacement, 64); err == nil && r.hasReplacement {
+		if r.hasReplacement && jsonNumber(r.replacement) {
 			return a.NewNumberString(r.replacement)
 		}
 		return a.NewNumberInt(0)
@@ -215,6 +215,12 @@ func jsonReplace(v *fastjson.Value, r *rule, a *fastjson.Arena) *fastjson.Value 
 		return a.NewFalse()
 	}
 	return a.NewString(r.replacement)
+}
+
+// jsonNumber reports whether s is a JSON number literal (strconv accepts
+// NaN, Inf, +1, .5, 1. and hex floats, which JSON does not).
+func jsonNumber(s string) bool {
+	return s != "" && (s[0] == '-' || s[0] >= '0' && s[0] <= '9') && json.Valid([]byte(s))
 }
 
 // jsonPredicate is a row filter on JSON values.
@@ -243,9 +249,31 @@ func (p *jsonPredicate) match(b []byte) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("masking: json: %w", err)
 	}
-	f := v.Get(p.path...)
-	if f == nil {
-		return false, nil
+	// The path is walked object by object: a key that occurs twice on it
+	// fails the record (fastjson would take the first, while consumers'
+	// parsers take the last, so the filter would judge a value no
+	// consumer reads), and a step that is not an object has no field.
+	f := v
+	for _, k := range p.path {
+		o, err := f.Object()
+		if err != nil {
+			return false, nil
+		}
+		var next *fastjson.Value
+		n := 0
+		o.Visit(func(key []byte, val *fastjson.Value) {
+			if string(key) == k {
+				n++
+				next = val
+			}
+		})
+		if n > 1 {
+			return false, fmt.Errorf("masking: json: key %q occurs %d times on the row filter's path", k, n)
+		}
+		if next == nil {
+			return false, nil
+		}
+		f = next
 	}
 	var s []byte
 	switch f.Type() {
