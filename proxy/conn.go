@@ -51,6 +51,10 @@ type clientConn struct {
 	inflight chan *pending
 	closed   chan struct{}
 	once     sync.Once
+	// upMu orders close against connectUpstream setting up: a close
+	// that runs while the upstream is being dialled either sees the new
+	// connection or makes connectUpstream close it.
+	upMu sync.Mutex
 	draining chan struct{}
 	drainMu  sync.Once
 
@@ -119,11 +123,14 @@ func newClientConn(s *Server, g *group, nc net.Conn, ap netip.AddrPort, nodeID i
 // close tears the connection down at once; safe to call more than once.
 func (c *clientConn) close() {
 	c.once.Do(func() {
+		c.upMu.Lock()
 		close(c.closed)
+		up := c.up
+		c.upMu.Unlock()
 		c.cancel()
 		c.nc.Close()
-		if c.up != nil {
-			c.up.Close()
+		if up != nil {
+			up.Close()
 		}
 	})
 }
@@ -186,9 +193,10 @@ func (c *clientConn) serve() {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
+		defer c.recoverPanic("write")
 		c.writeLoop()
 	}()
-	drained := c.readLoop()
+	drained := c.safeReadLoop()
 	if !drained {
 		c.close()
 	}
@@ -445,6 +453,37 @@ func copyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return w, err
+}
+
+// safeReadLoop is readLoop with a panic in it contained to this
+// connection (see recoverPanic).
+func (c *clientConn) safeReadLoop() (drained bool) {
+	defer c.recoverPanic("read")
+	return c.readLoop()
+}
+
+// recoverPanic, deferred at the top of a connection's goroutines, turns a
+// panic (a bug: no input should cause one) into a closed connection with
+// an error log and a count, instead of the end of the process and of every
+// other client's connection.
+func (c *clientConn) recoverPanic(loop string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.s.m.panics.Inc()
+	c.log.Error("connection closed after a panic in the gateway; this is a bug, please report it",
+		zap.String("loop", loop), zap.Any("panic", r), zap.Stack("stack"))
+	c.close()
+	if loop == "write" {
+		// The exchange it was answering is lost with the panic; the
+		// ones queued behind it are abandoned as on a write error
+		// (their response filters run, for audit) until the read loop,
+		// which the close ends, closes the queue.
+		for p := range c.inflight {
+			c.abandon(p)
+		}
+	}
 }
 
 // readLoop reads requests until the client goes away, a request is refused
@@ -927,13 +966,16 @@ func (c *clientConn) connectUpstream() error {
 			c.s.m.upstreamErrors.WithLabelValues(kind).Inc()
 			continue
 		}
+		c.upMu.Lock()
 		select {
 		case <-c.closed:
+			c.upMu.Unlock()
 			up.Close()
 			return errors.New("proxy: connection closed")
 		default:
 		}
 		c.up = up
+		c.upMu.Unlock()
 		c.upRaw = up.Conn
 		if up.lifetime > 0 {
 			// A margin of a tenth (at least 100ms, at most half) for

@@ -31,6 +31,7 @@ type metrics struct {
 	ready          prometheus.Gauge
 	brokers        prometheus.Gauge
 	streamed       *prometheus.CounterVec
+	panics         prometheus.Counter
 
 	// Per-key children, resolved once so the hot path does no label
 	// lookups.
@@ -95,6 +96,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_upstream_brokers",
 			Help: "Upstream brokers known from metadata.",
 		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_connection_panics_total",
+			Help: "Connections closed after a panic in the gateway (a bug; the log has its stack). Alert on any.",
+		}),
 		streamed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_streamed_total",
 			Help: "Requests and responses relayed as they arrived instead of read whole first (large requests cut through, Fetch responses streamed), by API.",
@@ -105,7 +110,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Bytes handed from one socket to the other by the kernel (splice) instead of copied through a buffer; plain TCP on both sides only (TLS always copies). Counts the whole process.",
 	}, func() float64 { return float64(splicedBytes.Load()) })
 	reg.MustRegister(m.connsOpen, m.connsTotal, m.connsRefused, m.connsIdle, m.requests, m.bytesIn, m.bytesOut,
-		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed, spliced)
+		m.gatewayLatency, m.upstreamLat, m.upstreamErrors, m.ready, m.brokers, m.streamed, m.panics, spliced)
 
 	m.reqByKey = make([][numOutcomes]prometheus.Counter, maxKey)
 	m.gwByKey = make([]prometheus.Observer, maxKey)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -912,5 +913,40 @@ func TestHostileProduceHeadThroughGateway(t *testing.T) {
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
 		t.Fatalf("gateway after hostile produce heads: %v", err)
+	}
+}
+
+// TestPanicClosesOnlyItsConnection: a panic in a filter (standing in for
+// any bug) on the request side and on the response side closes that
+// client's connection, is counted and logged, and leaves the gateway
+// serving everyone else.
+func TestPanicClosesOnlyItsConnection(t *testing.T) {
+	boom := filter.Funcs{FilterName: "boom", Keys: []int16{3},
+		Req: func(_ context.Context, x *filter.Exchange) error {
+			if c := x.ClientID; c != nil && *c == "panic-req" {
+				panic("request-side bug")
+			}
+			return nil
+		},
+		Resp: func(_ context.Context, x *filter.Exchange) error {
+			if c := x.ClientID; c != nil && *c == "panic-resp" {
+				panic("response-side bug")
+			}
+			return nil
+		}}
+	e := newTestEnv(t, boom)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, id := range []string{"panic-req", "panic-resp"} {
+		cl := e.client(t, kgo.ClientID(id), kgo.RetryTimeout(500*time.Millisecond), kgo.RequestRetries(1))
+		if _, err := cl.Request(ctx, kmsg.NewPtrMetadataRequest()); err == nil {
+			t.Fatalf("%s: metadata answered through a panicking filter", id)
+		}
+		if got := testutil.ToFloat64(e.srv.m.panics); got < float64(i+1) {
+			t.Fatalf("%s: %v panics counted", id, got)
+		}
+	}
+	if err := e.client(t, kgo.ClientID("fine")).Ping(ctx); err != nil {
+		t.Fatalf("gateway after panics: %v", err)
 	}
 }
