@@ -54,7 +54,7 @@ type clientConn struct {
 	// upMu orders close against connectUpstream setting up: a close
 	// that runs while the upstream is being dialled either sees the new
 	// connection or makes connectUpstream close it.
-	upMu sync.Mutex
+	upMu     sync.Mutex
 	draining chan struct{}
 	drainMu  sync.Once
 
