@@ -1064,3 +1064,44 @@ func TestStreamProduce(t *testing.T) {
 		t.Fatal("a two-topic request streamed")
 	}
 }
+
+// Before v4 a Metadata request cannot ask the broker not to auto-create
+// what it names: a topic the gateway does not know, named by a principal
+// that may describe but not create it, is refused (as Kafka does) rather
+// than forwarded to be created. From v4 on the request is forwarded with
+// auto-creation off.
+func TestMetadataOldVersionsNeverAutoCreate(t *testing.T) {
+	f := newExampleFilter(t)
+	for _, v := range []int16{1, 3, 4, 12} {
+		req := kmsg.NewPtrMetadataRequest()
+		req.Version = v
+		req.AllowAutoTopicCreation = true
+		for _, n := range []string{"orders.eu", "inbound.acme.new"} {
+			rt := kmsg.NewMetadataRequestTopic()
+			nn := n
+			rt.Topic = &nn
+			req.Topics = append(req.Topics, rt)
+		}
+		x := exchange(acme, req)
+		if err := f.OnRequest(context.Background(), x); err != nil || x.Local != nil {
+			t.Fatal(err)
+		}
+		if v < 4 {
+			if len(req.Topics) != 1 || *req.Topics[0].Topic != "orders.eu" {
+				t.Fatalf("v%d forwarded %d topics: the unknown one would be auto-created", v, len(req.Topics))
+			}
+			resp := metaResp(v, "orders.eu")
+			x.Response = resp
+			if err := f.OnResponse(context.Background(), x); err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Topics) != 2 || resp.Topics[1].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+				t.Fatalf("v%d: topics %+v", v, resp.Topics)
+			}
+			continue
+		}
+		if len(req.Topics) != 2 || req.AllowAutoTopicCreation {
+			t.Fatalf("v%d: forwarded %d topics, auto-create %v", v, len(req.Topics), req.AllowAutoTopicCreation)
+		}
+	}
+}

@@ -255,6 +255,16 @@ func metadataReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		}
 		c, _ := f.topicCode(ctx, x, ActionDescribe, name, t.TopicID, nil)
 		codes[i] = c
+		if c == 0 && req.Version < 4 && name != "" && !topicKnown(x, name) &&
+			!f.query(ctx, x, ActionCreate, ResourceTopic, name).Allow {
+			// Before v4 a broker with auto.create.topics.enable (the
+			// default) creates every topic a Metadata request names;
+			// nothing in the request can say no. A topic the gateway
+			// does not know exists, named by a principal that may not
+			// create it, is refused as Kafka refuses it.
+			codes[i] = codeTopic
+			continue
+		}
 		if c == 0 && req.AllowAutoTopicCreation && allowCreate {
 			n, _ := topicName(x, name, t.TopicID)
 			if !f.query(ctx, x, ActionCreate, ResourceTopic, n).Allow {
@@ -284,6 +294,15 @@ func metadataReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 		return nil
 	}
 	return f.strip(x, "Topics", "Topics", codes)
+}
+
+// topicKnown reports whether the gateway's metadata has the topic name.
+func topicKnown(x *filter.Exchange, name string) bool {
+	if x.Topics == nil {
+		return false
+	}
+	_, ok := x.Topics.TopicID(name)
+	return ok
 }
 
 // metadataResp drops every topic the principal may not describe: the
