@@ -155,6 +155,26 @@ func init() {
 	}
 }
 
+// emptyPayload checks that a batch counting no records carries none: its
+// payload is empty, or inflates to nothing.
+func emptyPayload(raw []byte, codec int) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if codec != 0 {
+		out, err := decompress(raw, codec)
+		if err != nil {
+			return err
+		}
+		defer decBytes.PutDecompressBytes(out)
+		raw = out
+	}
+	if len(raw) > 0 {
+		return fmt.Errorf("%w: %d bytes of records in a batch that counts none", ErrCorruptBatch, len(raw))
+	}
+	return nil
+}
+
 // RewriteBatches appends to dst the record batches of src (one partition's
 // Fetch RecordBatches, or a Produce partition's Records) with every record
 // of every magic-2 data batch passed through t.
@@ -252,6 +272,12 @@ func (rw *rewriter) batch(dst, b []byte, t Transformer, st *RewriteStats, emit b
 	if n == 0 {
 		// An empty batch (compaction, or all records filtered): nothing
 		// to mask, and its payload may be empty even with a codec set.
+		// Records after a count of zero are refused, not passed: a
+		// consumer that reads the payload to its end rather than by the
+		// count would get them unmasked.
+		if err := emptyPayload(raw, codec); err != nil {
+			return dst, err
+		}
 		if emit {
 			dst = append(dst, b...)
 		}

@@ -434,6 +434,27 @@ func TestEmptyBatchPassesThrough(t *testing.T) {
 	}
 }
 
+// A batch that counts no records but carries some (a hostile or broken
+// upstream) is refused, uncompressed or compressed: a consumer that reads
+// the payload to its end would otherwise get them unmasked. An empty
+// payload, or one that inflates to nothing, still passes.
+func TestZeroCountBatchWithRecordsRefused(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	m := newMasker(t, staticSource{9: s}, TopicConfig{}, &filter.Obligations{Mask: demoRules})
+	for _, codec := range []int{0, 1, 2, 3, 4} {
+		b := makeBatch(t, codec, 0, 0, demoValues(t, s, 3, 0), -1)
+		binary.BigEndian.PutUint32(b[57:], 0) // the record count
+		binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], crc32c))
+		if out, _, err := RewriteBatches(nil, b, m); !errors.Is(err, ErrCorruptBatch) {
+			t.Fatalf("codec %d: a zero-count batch with 3 records passed (%d bytes out, %v)", codec, len(out), err)
+		}
+		empty := makeBatch(t, codec, 0, 0, nil, 0)
+		if _, _, err := RewriteBatches(nil, empty, m); err != nil {
+			t.Fatalf("codec %d: an empty batch: %v", codec, err)
+		}
+	}
+}
+
 // TestRowFilterEmptiedBatch: a batch whose records the row filter all
 // removes is written as Kafka's log cleaner writes an empty batch: the
 // header kept (offsets, timestamps, producer, transactional flag and
