@@ -41,6 +41,9 @@ type Config struct {
 	// LatestTTL is how long the latest version of a subject is cached,
 	// default 30s.
 	LatestTTL time.Duration `yaml:"latest_ttl"`
+	// MaxResponseBytes bounds one registry response body, default 8 MiB:
+	// a larger one fails the lookup (closed) instead of being read whole.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 }
 
 // TLSConfig holds PEM file paths.
@@ -73,6 +76,8 @@ func DefaultConfig() Config {
 		RetryBackoff: 100 * time.Millisecond,
 		MaxInflight:  8,
 		LatestTTL:    30 * time.Second,
+
+		MaxResponseBytes: 8 << 20,
 	}
 }
 
@@ -127,6 +132,8 @@ func (c *Config) Validate() error {
 		return errors.New("schema: max_inflight must be positive")
 	case c.LatestTTL < 0:
 		return errors.New("schema: latest_ttl must not be negative")
+	case c.MaxResponseBytes <= 0:
+		return errors.New("schema: max_response_bytes must be positive")
 	}
 	return nil
 }

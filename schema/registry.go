@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -85,9 +86,11 @@ func New(cfg Config, log *zap.Logger) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	var base http.RoundTripper = http.DefaultTransport
 	if tc != nil {
-		hc.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+		base = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
 	}
+	hc.Transport = boundedTransport{base: base, max: cfg.MaxResponseBytes}
 	opts = append(opts, sr.HTTPClient(hc))
 	if b := cfg.Basic; b != nil {
 		pw, err := secret(b.PasswordEnv, b.PasswordFile)
@@ -363,3 +366,46 @@ func (r *Registry) call(ctx context.Context, fn func(context.Context) error) err
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
+
+// errResponseTooLarge fails a registry response over max_response_bytes.
+var errResponseTooLarge = errors.New("schema: registry response over max_response_bytes")
+
+// boundedTransport bounds every response body it returns: the registry
+// client reads a body whole, so without a bound whatever answers on the
+// registry's URL decides how much the gateway reads into memory (and, for
+// a schema, keeps in its cache).
+type boundedTransport struct {
+	base http.RoundTripper
+	max  int64
+}
+
+func (t boundedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	if resp.ContentLength > t.max {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %d bytes announced", errResponseTooLarge, resp.ContentLength)
+	}
+	resp.Body = &boundedBody{rc: resp.Body, left: t.max}
+	return resp, nil
+}
+
+type boundedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, errResponseTooLarge
+	}
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }
