@@ -56,6 +56,19 @@ func (a *Auditor) ship() {
 				held = a.deliver(held, nil)
 				a.shipping.Store(int64(len(held)))
 			}
+		case <-a.deadlineDone(): // nil until Close
+			// Close's deadline passed with the queue not yet closed:
+			// held events kept the loop from reading it (the topic
+			// and the spool both refusing), so the sequencer could not
+			// finish. Take what is ready, spool what fits, count the
+			// rest dropped, and stop; what the sequencer emits after
+			// this is counted dropped too (emit sees shipDone).
+			for batch := drainOut(out, nil); len(batch) > 0; batch = drainOut(out, nil) {
+				held = append(held, batch...)
+			}
+			a.finalSpool(held)
+			a.shipping.Store(0)
+			return
 		}
 	}
 	// Closed: wait for the spool to drain until Close's deadline.

@@ -137,7 +137,10 @@ func (s *spool) recover(n int64, last bool) (int64, error) {
 			break
 		}
 		l := int64(binary.BigEndian.Uint32(hdr))
-		if l > spoolMaxRec || off+spoolHeader+l > st.Size() {
+		// An event is never empty, and a zero-filled tail (the size of a
+		// file reaches the disk before its data on some filesystems)
+		// would otherwise read as empty records whose CRC, 0, matches.
+		if l == 0 || l > spoolMaxRec || off+spoolHeader+l > st.Size() {
 			break
 		}
 		p := make([]byte, l)
@@ -306,7 +309,7 @@ func (s *spool) peek(maxN int, maxBytes int64) ([][]byte, int64, error) {
 			return out, off, fmt.Errorf("audit: spool: read: %w", err)
 		}
 		l := int64(binary.BigEndian.Uint32(hdr[:]))
-		if l > spoolMaxRec || off+spoolHeader+l > end {
+		if l == 0 || l > spoolMaxRec || off+spoolHeader+l > end { // never empty (see recover)
 			return out, off, corrupt
 		}
 		p := make([]byte, l)

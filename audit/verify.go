@@ -26,6 +26,7 @@ const (
 	ProblemBadSignature   = "bad_signature"   // chain head signature does not verify
 	ProblemTruncatedStart = "truncated_start" // chain does not start at sequence 0
 	ProblemUnfinished     = "unfinished"      // chain required to end in a final head does not (RequireFinal)
+	ProblemAfterFinal     = "after_final"     // events follow a chain's verified final head (appended by someone else)
 )
 
 // Problem is one verification failure and where it is.
@@ -418,8 +419,14 @@ func verifyChain(instance, id string, es []*ventry, checkSigs bool) (ChainReport
 	} else if chain[0].prev != [32]byte{} {
 		add(ProblemChanged, chain[0], "first event's prevhash is not the zero hash")
 	}
-	lastSigned := -1
+	lastSigned, final := -1, -1
 	for i, e := range chain {
+		if final >= 0 {
+			// A verified final head ends its run: the gateway never
+			// writes after it, so whatever follows was appended by
+			// someone else, however well it links.
+			add(ProblemAfterFinal, e, "event after the final signed head at sequence %d", chain[final].seq)
+		}
 		if i > 0 {
 			prev := chain[i-1]
 			switch {
@@ -440,6 +447,9 @@ func verifyChain(instance, id string, es []*ventry, checkSigs bool) (ChainReport
 		cr.SignedHeads++
 		cr.SignedThrough = int64(e.seq)
 		lastSigned = i
+		if e.final && final < 0 {
+			final = i
+		}
 	}
 	cr.UnsignedTail = len(chain) - 1 - lastSigned
 	last := chain[len(chain)-1]
