@@ -169,8 +169,11 @@ func TestRewriteBatchesCodecs(t *testing.T) {
 			if st.Records != 15 || st.Rewritten != 2 || st.Batches != 2 || st.Errors != 0 {
 				t.Fatalf("stats %+v", st)
 			}
-			if !bytes.HasSuffix(out, partial[:len(partial)-7]) || !bytes.Contains(out, control) {
-				t.Fatal("control batch or trailing partial batch not passed through")
+			if !bytes.HasSuffix(out, control) {
+				t.Fatal("control batch not passed through, or the trailing partial batch not dropped")
+			}
+			if bytes.Contains(out, partial[batchHeaderLen:len(partial)-7]) {
+				t.Fatal("the trailing partial batch's records were passed unmasked")
 			}
 			// Header fields survive.
 			var ib, ob kmsg.RecordBatch
@@ -431,6 +434,40 @@ func TestEmptyBatchPassesThrough(t *testing.T) {
 	}
 	if _, next := consume(t, out, 50); next != 60 {
 		t.Fatalf("next offset %d", next)
+	}
+}
+
+// The broker cuts a partition at the fetch's byte limit, leaving a
+// trailing partial batch whose whole records a client that parses them can
+// read: it is dropped from a masked or filtered partition (consumers fetch
+// again from the next offset), never passed in clear; a partition that is
+// a partial batch alone (Fetch v0-2, a batch over the limit) fails.
+func TestTrailingPartialBatchDropped(t *testing.T) {
+	s := parseSchema(t, 9, schema.DemoPaymentsSchema)
+	ssn := []byte(schema.DemoRecord(3).Customer.SSN)
+	for _, o := range []*filter.Obligations{
+		{Mask: demoRules},
+		{RowFilter: &filter.RowFilter{Field: "region", Op: "eq", Values: []string{"nowhere"}}},
+	} {
+		m := newMasker(t, staticSource{9: s}, TopicConfig{}, o)
+		first := makeBatch(t, 0, 0, 0, demoValues(t, s, 2, 0), -1)
+		second := makeBatch(t, 0, 2, 0, demoValues(t, s, 5, 2), -1)
+		if !bytes.Contains(second[:len(second)-10], ssn) {
+			t.Fatal("setup: the cut batch does not hold record 3 whole")
+		}
+		out, _, err := RewriteBatches(nil, append(append([]byte{}, first...), second[:len(second)-10]...), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(out, ssn) {
+			t.Fatalf("mask %v, row filter %v: record 3's SSN went out in clear", o.Mask != nil, o.RowFilter != nil)
+		}
+		if _, next := consume(t, out, 0); next != 2 {
+			t.Fatalf("next offset %d after the whole batch, want 2", next)
+		}
+		if _, _, err := RewriteBatches(nil, second[:len(second)-10], m); !errors.Is(err, ErrCorruptBatch) {
+			t.Fatalf("a partition that is a partial batch alone: %v", err)
+		}
 	}
 }
 

@@ -844,7 +844,7 @@ func TestIncrementalSessionObligationsOnRequest(t *testing.T) {
 	inc2 := fetchReqFor(12, false)
 	inc2.SessionID, inc2.SessionEpoch = 9, 2
 	ft := kmsg.NewFetchRequestForgottenTopic()
-	ft.Topic = "shipments"
+	ft.Topic, ft.Partitions = "shipments", []int32{0} // its only partition
 	inc2.ForgottenTopics = append(inc2.ForgottenTopics, ft)
 	if x := do(inc2); x.Obligations["orders.eu"] == nil || x.Obligations["shipments"] != nil {
 		t.Fatalf("after forgetting %v", x.Obligations)

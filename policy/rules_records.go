@@ -23,7 +23,14 @@ func produceReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	}
 	codes := make([]int16, len(req.Topics))
 	for i, t := range req.Topics {
-		codes[i], _ = f.topicCode(ctx, x, ActionWrite, t.Topic, t.TopicID, produceParts(t.Partitions))
+		c, d := f.topicCode(ctx, x, ActionWrite, t.Topic, t.TopicID, produceParts(t.Partitions))
+		codes[i] = c
+		if c == 0 {
+			// A write's obligations (masking a partner's inbound data)
+			// are for the mask filter, which runs next.
+			name, _ := topicName(x, t.Topic, t.TopicID)
+			attach(x, name, d)
+		}
 	}
 	return f.strip(x, "Topics", "Topics", codes)
 }
@@ -56,6 +63,9 @@ func (f *Filter) StreamProduce(ctx context.Context, x *filter.Exchange) bool {
 		f.record(x, ActionWrite, ResourceTransactionalID, *req.TransactionID, nil, txn)
 	}
 	f.record(x, ActionWrite, ResourceTopic, name, nil, d)
+	// Obligations go on the exchange for the mask filter, whose
+	// StreamProduce then declines: its records must be masked.
+	attach(x, name, d)
 	return true
 }
 

@@ -22,8 +22,10 @@ type fetchSessions struct {
 }
 
 type fetchSession struct {
-	mu     sync.Mutex
-	topics map[string]struct{}
+	mu sync.Mutex
+	// topics holds the session's partitions by topic name: forgetting
+	// some partitions of a topic keeps the others in the broker's session.
+	topics map[string]map[int32]struct{}
 }
 
 func (s *fetchSessions) get(c *filter.Conn) *fetchSession {
@@ -31,7 +33,7 @@ func (s *fetchSessions) get(c *filter.Conn) *fetchSession {
 	if v, ok := s.m.Load(key); ok {
 		return v.(*fetchSession)
 	}
-	fs := &fetchSession{topics: map[string]struct{}{}}
+	fs := &fetchSession{topics: map[string]map[int32]struct{}{}}
 	if v, loaded := s.m.LoadOrStore(key, fs); loaded {
 		return v.(*fetchSession)
 	}
@@ -57,14 +59,27 @@ func (f *Filter) track(ctx context.Context, x *filter.Exchange, req *kmsg.FetchR
 	}
 	for _, t := range req.ForgottenTopics {
 		if name, ok := topicName(x, t.Topic, t.TopicID); ok {
-			delete(fs.topics, name)
+			ps := fs.topics[name]
+			for _, p := range t.Partitions {
+				delete(ps, p)
+			}
+			if len(ps) == 0 {
+				delete(fs.topics, name)
+			}
 		}
 	}
 	listed := make(map[string]struct{}, len(req.Topics))
 	for _, t := range req.Topics {
 		if name, ok := topicName(x, t.Topic, t.TopicID); ok {
 			listed[name] = struct{}{}
-			fs.topics[name] = struct{}{}
+			ps := fs.topics[name]
+			if ps == nil {
+				ps = make(map[int32]struct{}, len(t.Partitions))
+				fs.topics[name] = ps
+			}
+			for _, p := range t.Partitions {
+				ps[p.Partition] = struct{}{}
+			}
 		}
 	}
 	if req.Version < 7 || req.SessionEpoch < 0 {
