@@ -174,6 +174,13 @@ func (r *fetchRelay) uvarint() (uint64, error) {
 			return 0, err
 		}
 		r.wb = append(r.wb, c)
+		if i == binary.MaxVarintLen32-1 && c > 0x07 {
+			// 2^31 or more: no count or length in a frame is that large,
+			// and clients read such a value differently (kmsg as a
+			// negative int32, Java from 4 bits of the last byte), so the
+			// relay and the client would part ways on what follows.
+			return 0, fmt.Errorf("%w: varint over 31 bits", r.malformed())
+		}
 		v |= uint64(c&0x7f) << (7 * i)
 		if c < 0x80 {
 			return v, nil
@@ -627,13 +634,24 @@ func (r *fetchRelay) discard(n int64) error {
 	return nil
 }
 
-// readUvarint reads an unsigned varint without queueing it.
+// readUvarint reads an unsigned varint without queueing it, bounded as
+// uvarint is (five bytes, under 2^31).
 func (r *fetchRelay) readUvarint() (uint64, error) {
-	v, err := binary.ReadUvarint(r.br)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", r.malformed(), err)
+	var v uint64
+	for i := 0; i < binary.MaxVarintLen32; i++ {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", r.malformed(), err)
+		}
+		if i == binary.MaxVarintLen32-1 && c > 0x07 {
+			return 0, fmt.Errorf("%w: varint over 31 bits", r.malformed())
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, nil
+		}
 	}
-	return v, nil
+	return 0, fmt.Errorf("%w: varint too long", r.malformed())
 }
 
 // discardTags reads and drops a tagged-field section.
@@ -677,9 +695,11 @@ func rewriteFetchTags(tail []byte, version int16, rewrite func(*kmsg.FetchRespon
 	if err := resp.ReadFrom(body); err != nil {
 		return nil, fmt.Errorf("%w: trailing tagged fields: %v", errFetchStream, err)
 	}
-	if len(resp.Brokers) == 0 {
+	if len(resp.Brokers) == 0 && !hasTag0(tail) {
 		// Only tags kmsg does not know: kept as they are, as the
-		// decoding path keeps them.
+		// decoding path keeps them. (A NodeEndpoints tag that decodes
+		// empty may follow another that does not, which kmsg, keeping
+		// the last, does not show: any tag 0 is re-encoded.)
 		return tail, nil
 	}
 	rewrite(resp)
@@ -701,6 +721,32 @@ func rewriteFetchTags(tail []byte, version int16, rewrite func(*kmsg.FetchRespon
 		return out, nil
 	}
 	return nil, fmt.Errorf("%w: cannot keep the size of the tagged fields", errFetchStream)
+}
+
+// hasTag0 reports whether the tagged-field section tail (which kmsg has
+// parsed whole) holds a field with tag 0, NodeEndpoints.
+func hasTag0(tail []byte) bool {
+	num, n := binary.Uvarint(tail)
+	if n <= 0 {
+		return true // cannot tell: re-encode
+	}
+	p := n
+	for ; num > 0; num-- {
+		tag, k := binary.Uvarint(tail[p:])
+		if k <= 0 {
+			return true
+		}
+		p += k
+		if tag == 0 {
+			return true
+		}
+		size, k := binary.Uvarint(tail[p:])
+		if k <= 0 || size > uint64(len(tail)-p-k) {
+			return true
+		}
+		p += k + int(size)
+	}
+	return false
 }
 
 // encodeFetchTags encodes resp's trailing tagged fields padded to exactly

@@ -52,12 +52,20 @@ func rewriteAddresses(resp kmsg.Response, adv advertiser, cl *cluster) bool {
 			if r.NodeID >= 0 && (r.Host != "" || r.Port != 0) {
 				r.Host, r.Port = adv.advertise(r.NodeID)
 				changed = true
+			} else if r.NodeID < 0 && r.Host != "" {
+				// No coordinator (an error): what a broker sends is
+				// empty, and nothing of the upstream's may go out.
+				r.Host, r.Port = "", -1
+				changed = true
 			}
 		}
 		for i := range r.Coordinators {
 			c := &r.Coordinators[i]
 			if c.NodeID >= 0 && (c.Host != "" || c.Port != 0) {
 				c.Host, c.Port = adv.advertise(c.NodeID)
+				changed = true
+			} else if c.NodeID < 0 && c.Host != "" {
+				c.Host, c.Port = "", -1
 				changed = true
 			}
 		}
