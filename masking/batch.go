@@ -77,6 +77,7 @@ const (
 type RewriteStats struct {
 	Batches   int // magic-2 data batches seen
 	OldMagic  int // message sets of magic 0 or 1, passed through unmasked
+	Control   int // control batches (transaction markers), passed through
 	Rewritten int // batches re-encoded because a record changed
 	Records   int // records delivered
 	Dropped   int // records removed by row filters
@@ -236,6 +237,9 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 		}
 		if b[offMagic] != 2 {
 			st.OldMagic++
+		}
+		if b[offMagic] == 2 && binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
+			st.Control++
 		}
 		if b[offMagic] != 2 || binary.BigEndian.Uint16(b[offAttributes:])&attrControl != 0 {
 			if emit {

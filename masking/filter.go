@@ -524,7 +524,11 @@ func (f *Filter) producePartition(ctx context.Context, topic string, tc TopicCon
 		return "sluice: masking rules: " + err.Error(), nil
 	}
 	m := &recordMasker{ctx: ctx, p: f.planner, rs: rs, tc: tc, strict: true}
-	buf, _, err := f.maskRecords(p.Records, m)
+	buf, st, err := f.maskRecords(p.Records, m)
+	if err == nil && st.Control > 0 {
+		bufpool.Put(buf)
+		err = errClientControl
+	}
 	if err != nil {
 		return "sluice: masking: " + err.Error(), nil
 	}
@@ -588,8 +592,16 @@ func (f *Filter) checkContract(ctx context.Context, topic string, records []byte
 	if err == nil && st.OldMagic > 0 {
 		err = errOldMagic
 	}
+	if err == nil && st.Control > 0 {
+		err = errClientControl
+	}
 	return err
 }
+
+// errClientControl refuses control batches in a client's Produce: they are
+// passed through unread, so a data batch flagged as one would skip the
+// contract and masking; only brokers write transaction markers.
+var errClientControl = errors.New("masking: control batches are not accepted from clients")
 
 func (f *Filter) produceResponse(x *filter.Exchange, resp *kmsg.ProduceResponse) {
 	out, _ := x.Get(refusedKey{}).([]refused)

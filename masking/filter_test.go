@@ -306,6 +306,15 @@ func TestFilterProduceMasking(t *testing.T) {
 	if len(req.Topics) != 0 || x.Local == nil {
 		t.Fatal("unparseable inbound record forwarded")
 	}
+	// A data batch flagged as a control batch (which the rewrite passes
+	// unread) refuses the partition: only brokers write markers.
+	p.Records = makeBatch(t, 0, 0, 0x20, demoValues(t, s, 2, 0), -1)
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "inbound", Partitions: []kmsg.ProduceRequestTopicPartition{p}}}
+	x = &filter.Exchange{Request: req, Topics: resolver{}, Obligations: map[string]*filter.Obligations{"inbound": {Mask: demoRules}}}
+	f.OnRequest(context.Background(), x)
+	if len(req.Topics) != 0 || x.Local == nil {
+		t.Fatal("a control-flagged batch of clear records forwarded")
+	}
 }
 
 func TestPlannerValidate(t *testing.T) {
