@@ -163,7 +163,17 @@ func (r *fetchRelay) int32() (int32, error) {
 }
 
 // uvarint reads an unsigned varint byte by byte, queued for the client.
-func (r *fetchRelay) uvarint() (uint64, error) {
+func (r *fetchRelay) uvarint() (uint64, error) { return r.varint31(true) }
+
+// readUvarint reads an unsigned varint without queueing it.
+func (r *fetchRelay) readUvarint() (uint64, error) { return r.varint31(false) }
+
+// varint31 reads an unsigned varint of at most five bytes and under 2^31,
+// queueing its bytes for the client when queue is set. No count or length
+// in a frame is that large, and clients read larger values differently
+// (kmsg as a negative int32, Java from 4 bits of the last byte), so the
+// relay and the client would part ways on what follows.
+func (r *fetchRelay) varint31(queue bool) (uint64, error) {
 	var v uint64
 	for i := 0; i < binary.MaxVarintLen32; i++ {
 		c, err := r.br.ReadByte()
@@ -171,14 +181,15 @@ func (r *fetchRelay) uvarint() (uint64, error) {
 			if r.remaining() == 0 { // the frame ended, the connection did not
 				return 0, fmt.Errorf("%w: varint past the end", r.malformed())
 			}
+			if !queue {
+				return 0, fmt.Errorf("%w: %v", r.malformed(), err)
+			}
 			return 0, err
 		}
-		r.wb = append(r.wb, c)
+		if queue {
+			r.wb = append(r.wb, c)
+		}
 		if i == binary.MaxVarintLen32-1 && c > 0x07 {
-			// 2^31 or more: no count or length in a frame is that large,
-			// and clients read such a value differently (kmsg as a
-			// negative int32, Java from 4 bits of the last byte), so the
-			// relay and the client would part ways on what follows.
 			return 0, fmt.Errorf("%w: varint over 31 bits", r.malformed())
 		}
 		v |= uint64(c&0x7f) << (7 * i)
@@ -632,26 +643,6 @@ func (r *fetchRelay) discard(n int64) error {
 		}
 	}
 	return nil
-}
-
-// readUvarint reads an unsigned varint without queueing it, bounded as
-// uvarint is (five bytes, under 2^31).
-func (r *fetchRelay) readUvarint() (uint64, error) {
-	var v uint64
-	for i := 0; i < binary.MaxVarintLen32; i++ {
-		c, err := r.br.ReadByte()
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", r.malformed(), err)
-		}
-		if i == binary.MaxVarintLen32-1 && c > 0x07 {
-			return 0, fmt.Errorf("%w: varint over 31 bits", r.malformed())
-		}
-		v |= uint64(c&0x7f) << (7 * i)
-		if c < 0x80 {
-			return v, nil
-		}
-	}
-	return 0, fmt.Errorf("%w: varint too long", r.malformed())
 }
 
 // discardTags reads and drops a tagged-field section.
