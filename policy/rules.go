@@ -66,9 +66,9 @@ var rules = map[int16]rule{
 	77: {name: "share_group_describe: describe group per group; a group whose topics are not all describable answers TOPIC_AUTHORIZATION_FAILED", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "GroupIDs", "Groups"), resp: shareGroupDescribeResp},
 	78: {name: "share_fetch: read group; read topic per topic, on the request and the response", kind: enforced, req: shareFetchReq, resp: shareFetchResp},
 	79: {name: "share_acknowledge: read group; read topic per topic", kind: enforced, req: shareAckReq},
-	88: {name: "streams_group_heartbeat: read group; describe source topics, create internal topics", kind: enforced, req: streamsGroupHeartbeatReq},
-	89: {name: "streams_group_describe: describe group per group", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "Groups", "Groups")},
-	90: {name: "describe_share_group_offsets: describe group and topics; all or nothing", kind: enforced, req: describeShareGroupOffsetsReq},
+	88: {name: "streams_group_heartbeat: read group; describe source and repartition sink topics, create internal topics", kind: enforced, req: streamsGroupHeartbeatReq},
+	89: {name: "streams_group_describe: describe group per group; a group whose topology names a topic not describable answers TOPIC_AUTHORIZATION_FAILED", kind: enforced, req: perName(ActionDescribe, ResourceGroup, codeGroup, "Groups", "Groups"), resp: streamsGroupDescribeResp},
+	90: {name: "describe_share_group_offsets: describe group and topics; all or nothing; topics not describable left out of the answer", kind: enforced, req: describeShareGroupOffsetsReq, resp: describeShareGroupOffsetsResp},
 	91: {name: "alter_share_group_offsets: read group; read topic per topic", kind: enforced, req: alterShareGroupOffsetsReq},
 	92: {name: "delete_share_group_offsets: delete group; read topic per topic", kind: enforced, req: deleteShareGroupOffsetsReq},
 	93: {name: "streams_group_topology_description_update: read group", kind: enforced, req: group(ActionRead, func(r kmsg.Request) string { return r.(*kmsg.StreamsGroupTopologyDescriptionUpdateRequest).Group })},
@@ -79,7 +79,7 @@ var rules = map[int16]rule{
 	25: {name: "add_offsets_to_txn: write transactional_id; read group", kind: enforced, req: addOffsetsToTxnReq},
 	26: {name: "end_txn: write transactional_id", kind: enforced, req: txn(ActionWrite, func(r kmsg.Request) string { return r.(*kmsg.EndTxnRequest).TransactionalID })},
 	28: {name: "txn_offset_commit: write transactional_id; read group; read topic per topic", kind: enforced, req: txnOffsetCommitReq},
-	65: {name: "describe_transactions: describe transactional_id per id", kind: enforced, req: perName(ActionDescribe, ResourceTransactionalID, codeTxn, "TransactionalIDs", "TransactionStates")},
+	65: {name: "describe_transactions: describe transactional_id per id; topics not describable left out of each transaction", kind: enforced, req: perName(ActionDescribe, ResourceTransactionalID, codeTxn, "TransactionalIDs", "TransactionStates"), resp: describeTransactionsResp},
 	66: {name: "list_transactions: listing filtered by describe transactional_id", kind: enforced, resp: listTransactionsResp},
 
 	// Topic administration.

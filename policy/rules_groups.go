@@ -213,6 +213,9 @@ func streamsGroupHeartbeatReq(ctx context.Context, f *Filter, x *filter.Exchange
 		if err := f.subscribed(ctx, x, st.SourceTopics); err != nil {
 			return err
 		}
+		if err := f.subscribed(ctx, x, st.RepartitionSinkTopics); err != nil {
+			return err
+		}
 		internal := make([]string, 0, len(st.StateChangelogTopics)+len(st.RepartitionSourceTopics))
 		for _, t := range st.StateChangelogTopics {
 			internal = append(internal, t.Topic)
@@ -496,4 +499,90 @@ func (f *Filter) describesTopics(ctx context.Context, x *filter.Exchange, seen m
 		return all
 	})
 	return all
+}
+
+// streamsGroupDescribeResp does for streams groups what
+// consumerGroupDescribeResp does: the topology (and, v1+, its description)
+// names every source, sink, changelog and repartition topic.
+func streamsGroupDescribeResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.StreamsGroupDescribeResponse)
+	for i := range resp.Groups {
+		g := &resp.Groups[i]
+		if g.ErrorCode != 0 {
+			continue
+		}
+		var names []string
+		if t := g.Topology; t != nil {
+			for _, st := range t.Subtopologies {
+				names = append(names, st.SourceTopics...)
+				names = append(names, st.RepartitionSinkTopics...)
+				for _, ti := range st.StateChangelogTopics {
+					names = append(names, ti.Topic)
+				}
+				for _, ti := range st.RepartitionSourceTopics {
+					names = append(names, ti.Topic)
+				}
+			}
+		}
+		if d := g.TopologyDescription; d != nil {
+			node := func(n *kmsg.TopologyDescriptionNode) {
+				names = append(names, n.SourceTopics...)
+				if n.SinkTopic != nil {
+					names = append(names, *n.SinkTopic)
+				}
+			}
+			for _, st := range d.Subtopologies {
+				for j := range st.Nodes {
+					node(&st.Nodes[j])
+				}
+			}
+			for j := range d.GlobalStores {
+				node(&d.GlobalStores[j].Source)
+				node(&d.GlobalStores[j].Processor)
+			}
+		}
+		if !f.describesTopics(ctx, x, map[string]bool{}, names, func(func(string, [16]byte) bool) {}) {
+			g.ErrorCode, g.ErrorMessage = codeTopic, kmsg.StringPtr(groupTopicsHidden)
+			g.Topology, g.TopologyDescription, g.Members = nil, nil, nil
+			x.MarkResponseChanged()
+		}
+	}
+	return nil
+}
+
+// describeShareGroupOffsetsResp keeps, in each group, the topics the
+// principal may describe: a request for all of a group's topics (null)
+// names none, so this is where they are decided, as Kafka filters them.
+func describeShareGroupOffsetsResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.DescribeShareGroupOffsetsResponse)
+	for i := range resp.Groups {
+		g := &resp.Groups[i]
+		kept := g.Topics[:0]
+		for _, t := range g.Topics {
+			if n, ok := topicName(x, t.Topic, t.TopicID); ok && n != "" && f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow {
+				kept = append(kept, t)
+			}
+		}
+		clear(g.Topics[len(kept):])
+		g.Topics = kept
+	}
+	return nil
+}
+
+// describeTransactionsResp drops, from each transaction, the topics the
+// principal may not describe, as Kafka does.
+func describeTransactionsResp(ctx context.Context, f *Filter, x *filter.Exchange) error {
+	resp := x.Response.(*kmsg.DescribeTransactionsResponse)
+	for i := range resp.TransactionStates {
+		s := &resp.TransactionStates[i]
+		kept := s.Topics[:0]
+		for _, t := range s.Topics {
+			if f.query(ctx, x, ActionDescribe, ResourceTopic, t.Topic).Allow {
+				kept = append(kept, t)
+			}
+		}
+		clear(s.Topics[len(kept):])
+		s.Topics = kept
+	}
+	return nil
 }
