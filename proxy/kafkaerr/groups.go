@@ -1,6 +1,9 @@
 package kafkaerr
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 // Group APIs: classic (OffsetCommit, OffsetFetch, FindCoordinator,
 // LeaveGroup, DescribeGroups, DeleteGroups, OffsetDelete), KIP-848
@@ -185,7 +188,9 @@ func init() {
 	})
 	register(78, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.ShareFetchRequest), s.(*kmsg.ShareFetchResponse)
-		resp.ErrorCode, resp.ErrorMessage = code, message(code)
+		if !topicLevel(code) { // a topic's denial is the partitions', as Kafka answers it
+			resp.ErrorCode, resp.ErrorMessage = code, message(code)
+		}
 		for _, t := range req.Topics {
 			rt := kmsg.NewShareFetchResponseTopic()
 			rt.TopicID = t.TopicID
@@ -203,7 +208,9 @@ func init() {
 	})
 	register(79, func(r kmsg.Request, s kmsg.Response, code int16) {
 		req, resp := r.(*kmsg.ShareAcknowledgeRequest), s.(*kmsg.ShareAcknowledgeResponse)
-		resp.ErrorCode, resp.ErrorMessage = code, message(code)
+		if !topicLevel(code) { // a topic's denial is the partitions', as Kafka answers it
+			resp.ErrorCode, resp.ErrorMessage = code, message(code)
+		}
 		for _, t := range req.Topics {
 			rt := kmsg.NewShareAcknowledgeResponseTopic()
 			rt.TopicID = t.TopicID
@@ -215,4 +222,11 @@ func init() {
 			resp.Topics = append(resp.Topics, rt)
 		}
 	})
+}
+
+// topicLevel reports whether code denies topics rather than the request:
+// Kafka answers those per partition and leaves a share session's top-level
+// error alone, which a client would take for a session failure and retry.
+func topicLevel(code int16) bool {
+	return code == kerr.TopicAuthorizationFailed.Code || code == kerr.UnknownTopicID.Code
 }

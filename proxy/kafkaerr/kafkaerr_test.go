@@ -130,7 +130,7 @@ func TestErrorResponseEveryKeyEveryVersion(t *testing.T) {
 // stays zero.
 func allowsZero(key int16) bool {
 	switch key {
-	case 1, 3, 9, 10, 24, 35, 43, 78:
+	case 1, 3, 9, 10, 24, 35, 43, 78, 79: // 78, 79: a topic denial leaves the share session's top-level error alone
 		return true
 	}
 	return false
@@ -212,5 +212,31 @@ func TestFetchRefusalHasEmptyRecords(t *testing.T) {
 		if rb == nil || len(rb) != 0 {
 			t.Fatalf("v%d: refused partition records %v (nil = null on the wire)", v, rb)
 		}
+	}
+}
+
+// A share fetch or acknowledge whose topics are all denied is answered as
+// Kafka answers it: per partition, the top-level error left alone (a
+// client takes a top-level error for a share session failure and retries);
+// a denied group is the top-level error.
+func TestShareTopicDenialIsPerPartition(t *testing.T) {
+	req := kmsg.NewPtrShareFetchRequest()
+	rt := kmsg.NewShareFetchRequestTopic()
+	rt.Partitions = append(rt.Partitions, kmsg.NewShareFetchRequestTopicPartition())
+	req.Topics = append(req.Topics, rt)
+	resp, err := ErrorResponse(req, kerr.TopicAuthorizationFailed.Code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.(*kmsg.ShareFetchResponse)
+	if r.ErrorCode != 0 || r.Topics[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("topic denial: top-level %d, partition %d", r.ErrorCode, r.Topics[0].Partitions[0].ErrorCode)
+	}
+	resp, err = ErrorResponse(req, kerr.GroupAuthorizationFailed.Code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.(*kmsg.ShareFetchResponse); r.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("group denial: top-level %d", r.ErrorCode)
 	}
 }
