@@ -32,9 +32,13 @@ import (
 // runs the response filters and writes the answer. Kafka answers in order on
 // a connection, so the queue between the two is the whole ordering story.
 type clientConn struct {
-	s   *Server
-	g   *group
-	nc  net.Conn
+	s  *Server
+	g  *group
+	nc net.Conn
+	// raw is the accepted connection, never reassigned (nc becomes the
+	// TLS connection after the handshake, on serve's goroutine): drain
+	// and close, which other goroutines call, use it.
+	raw net.Conn
 	cr  capReader     // reads from nc
 	br  *bufio.Reader // reads from cr
 	fc  *filter.Conn
@@ -104,6 +108,7 @@ func newClientConn(s *Server, g *group, nc net.Conn, ap netip.AddrPort, nodeID i
 		s:        s,
 		g:        g,
 		nc:       nc,
+		raw:      nc,
 		fc:       fc,
 		ctx:      ctx,
 		cancel:   cancel,
@@ -128,7 +133,7 @@ func (c *clientConn) close() {
 		up := c.up
 		c.upMu.Unlock()
 		c.cancel()
-		c.nc.Close()
+		c.raw.Close()
 		if up != nil {
 			up.Close()
 		}
@@ -147,11 +152,21 @@ func (c *clientConn) lingerClose() {
 	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
 }
 
+// isDraining reports whether drain has been called.
+func (c *clientConn) isDraining() bool {
+	select {
+	case <-c.draining:
+		return true
+	default:
+		return false
+	}
+}
+
 // drain stops reading new requests; in-flight ones are answered.
 func (c *clientConn) drain() {
 	c.drainMu.Do(func() {
 		close(c.draining)
-		_ = c.nc.SetReadDeadline(time.Now())
+		_ = c.raw.SetReadDeadline(time.Now())
 	})
 }
 
@@ -523,7 +538,7 @@ func (c *clientConn) readLoop() (drained bool) {
 		if c.saslRaw {
 			if rest > 0 {
 				if buf, frame, err = c.readRest(buf, frame, rest); err != nil {
-					return false
+					return c.isDraining()
 				}
 			}
 			if !c.saslRawToken(buf, frame, tRead) {
@@ -544,7 +559,10 @@ func (c *clientConn) readLoop() (drained bool) {
 			// Not for the raw path (or a header longer than the
 			// peek): read the whole frame.
 			if buf, frame, err = c.readRest(buf, frame, rest); err != nil {
-				return false
+				// A drain's deadline in the middle of a large frame:
+				// nothing of it went upstream, so it is dropped and the
+				// answers owed before it are still written.
+				return c.isDraining()
 			}
 			rest = 0
 			h, err = parseRequestHeader(frame)
@@ -703,7 +721,7 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 				continue
 			}
 			if d, ok := filter.AsDenial(err); ok {
-				resp, rerr := kafkaerr.ErrorResponse(req, d.Code)
+				resp, rerr := kafkaerr.ErrorResponse(x.Request, d.Code)
 				if rerr != nil {
 					bufpool.Put(buf)
 					c.log.Warn("closing connection: request denied and no error response exists for it",
@@ -731,13 +749,15 @@ func (c *clientConn) forward(h requestHeader, buf *[]byte, frame []byte, rest in
 			return c.enqueue(p)
 		}
 		p.stream = streamable && streamsFetch(p.chain, x)
-		if !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
+		// A filter may edit the request or replace it: either way what
+		// goes upstream is x.Request, and a replacement is a change.
+		if x.Request == req && !x.RequestChanged() && reportsRequestChanges(p.chain, h.Key) {
 			return c.forwardAsRead(p, h, out, acks0)
 		}
 		wbuf = bufpool.Get(len(frame) + 64)
 		out = append(*wbuf, 0, 0, 0, 0)
 		out = append(out, frame[:h.BodyOffset]...)
-		out = req.AppendTo(out)
+		out = x.Request.AppendTo(out)
 		binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 		*wbuf = out
 	}
