@@ -2,24 +2,16 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluice-gw/sluice/proxy/authn/authntest"
 	"github.com/sluice-gw/sluice/proxy/filter"
 )
 
@@ -116,47 +108,16 @@ func TestDrainMidLargeFrameKeepsOwedAnswer(t *testing.T) {
 	<-shut
 }
 
-// writeTestCert writes a self-signed certificate and key for 127.0.0.1.
-func writeTestCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "sluice-test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // serve replaces c.nc with the TLS connection after the handshake, on the
 // connection's goroutine, while Shutdown (drain) and the shutdown deadline
 // (close) read c.nc from another goroutine with no synchronisation.
 // Run with -race.
 func TestTLSConnDrainNoRace(t *testing.T) {
-	cert, key := writeTestCert(t)
+	pki, err := authntest.NewPKI(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := pki.Server.CertFile, pki.Server.KeyFile
 	e := newTestEnvWith(t, func(c *Config) {
 		c.Listeners = []ListenerConfig{{TLS: ServerTLSConfig{Enabled: true, CertFile: cert, KeyFile: key}}}
 	})
