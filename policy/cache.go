@@ -18,9 +18,10 @@ type cacheKey struct {
 	name          string
 	action        Action
 	rtype         ResourceType
-	// attrs fingerprints the principal's roles and attributes, so a
-	// principal re-authenticated with other roles (a credentials reload)
-	// never hits the decisions of its former self.
+	// attrs fingerprints the principal's roles, attributes and credential
+	// expiry, so a principal re-authenticated with other roles (a
+	// credentials reload) or another token never hits the decisions of
+	// its former self.
 	attrs uint64
 }
 
@@ -34,7 +35,10 @@ func (c *cache) entryOf(p *filter.Principal) *printEntry {
 	if e := slot.Load(); e != nil && e.p == p {
 		return e
 	}
-	pr := c.principalPrint(p.Roles, p.Attributes)
+	// The credential's expiry is in the input (input.principal.expires),
+	// so it is part of the fingerprint: another token of the same
+	// principal does not share its decisions.
+	pr := c.principalPrint(p.Roles, p.Attributes) ^ uint64(p.Expires.UnixNano())*0xd6e8feb86659fd93
 	e := &printEntry{p: p, print: pr, base: c.principalHash(p.ID, p.Org, p.Mechanism, pr)}
 	slot.Store(e)
 	return e

@@ -199,11 +199,31 @@ func (c *Config) Validate() error {
 	if len(groups) == 0 {
 		return errors.New("listen: a bootstrap listen address is required")
 	}
+	if len(c.Listeners) > 0 && c.Listeners[0].Name == "" && c.Listen != "" {
+		// An unnamed first entry only refines the default group's tls and
+		// sasl: say so rather than drop its other keys without a word.
+		l := c.Listeners[0]
+		for k, set := range map[string]bool{"listen": l.Listen != "", "advertised_host": l.AdvertisedHost != "",
+			"broker_port_base": l.BrokerPortBase != nil, "broker_listen_host": l.BrokerListenHost != ""} {
+			if set {
+				return fmt.Errorf("listeners[0].%s: an unnamed first entry only refines the default group's tls and sasl; set %s at the top level, or give the entry a name", k, k)
+			}
+		}
+	}
+	// The file's index of each group that came from c.Listeners (the
+	// default group, from the top-level keys, comes first when set).
+	offset := 0
+	if c.Listen != "" {
+		offset = 1
+		if len(c.Listeners) > 0 && c.Listeners[0].Name == "" {
+			offset = 0 // listeners[0] refined the default group
+		}
+	}
 	names := map[string]bool{}
 	for i, l := range groups {
 		key := "listen"
 		if l.Name != "default" {
-			key = fmt.Sprintf("listeners[%d]", i)
+			key = fmt.Sprintf("listeners[%d]", i-offset)
 		}
 		if l.Name == "" {
 			return fmt.Errorf("%s.name: required", key)
@@ -285,8 +305,8 @@ func (u *UpstreamConfig) Validate() error {
 		if u.SASL.Username == "" {
 			return errors.New("upstream.sasl.username: required with a sasl mechanism")
 		}
-		if u.SASL.PasswordEnv == "" && u.SASL.PasswordFile == "" {
-			return errors.New("upstream.sasl: password_env or password_file is required (passwords are never inline)")
+		if (u.SASL.PasswordEnv == "") == (u.SASL.PasswordFile == "") {
+			return errors.New("upstream.sasl: exactly one of password_env and password_file is required (passwords are never inline)")
 		}
 		if _, err := u.SASL.password(); err != nil {
 			return err
