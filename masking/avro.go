@@ -148,10 +148,12 @@ func (c *compiler) build(s avro.Schema, rules []prule, field *avro.Field) (*node
 			byField[st.field] = append(byField[st.field], prule{r.r, r.rest[1:]})
 		}
 		n.fields = make([]*node, len(s.Fields()))
+		n.zero = true // a record of zero-byte fields takes no input bytes (blocks bounds such items apart)
 		for i, f := range s.Fields() {
 			if n.fields[i], err = c.build(f.Type(), byField[f.Name()], f); err != nil {
 				return nil, err
 			}
+			n.zero = n.zero && n.fields[i].zero
 		}
 	case *avro.ArraySchema:
 		next, err := c.collectionRules(deeper, stepArray, "array")

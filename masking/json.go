@@ -105,7 +105,68 @@ func (p *jsonPlan) AppendMasked(dst, b []byte) ([]byte, error) {
 	if err := p.root.apply(v, a); err != nil {
 		return dst, err
 	}
-	return v.MarshalTo(dst), nil
+	return appendJSON(dst, v), nil
+}
+
+// appendJSON writes v as JSON. fastjson's MarshalTo escapes a string with
+// a quote, a backslash or a control byte by strconv.AppendQuote, whose Go
+// escapes (\x00, \v, \a) are not JSON: a key or a kept character like
+// that made the whole masked record unparsable.
+func appendJSON(dst []byte, v *fastjson.Value) []byte {
+	switch v.Type() {
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		dst = append(dst, '{')
+		first := true
+		o.Visit(func(k []byte, e *fastjson.Value) {
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSON(dst, e)
+		})
+		return append(dst, '}')
+	case fastjson.TypeArray:
+		a, _ := v.Array()
+		dst = append(dst, '[')
+		for i, e := range a {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSON(dst, e)
+		}
+		return append(dst, ']')
+	case fastjson.TypeString:
+		b, _ := v.StringBytes()
+		return appendJSONString(dst, b)
+	}
+	return v.MarshalTo(dst) // numbers, true, false, null
+}
+
+// appendJSONString writes s as a JSON string: quote, backslash and control
+// bytes escaped as JSON escapes them, every other byte as it is.
+func appendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
 }
 
 // apply masks below v. Replacements go through the parent (Object.Set,

@@ -293,9 +293,10 @@ func (w *walker) blocks(n *node, deep bool) error {
 			// Zero-byte items cost a loop turn each and no input: bound
 			// their total in the value, not per block (a 3-byte block
 			// header can claim 65536 of them).
-			if w.zeroItems += count; w.zeroItems > maxZeroItems {
+			if count > maxZeroItems-w.zeroItems { // compared before adding: a sum could wrap
 				return errLength
 			}
+			w.zeroItems += count
 		} else if count > int64(len(w.src)-w.pos) {
 			return errLength
 		}
