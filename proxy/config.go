@@ -89,7 +89,8 @@ type ServerTLSConfig struct {
 	Enabled  bool   `yaml:"enabled"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
-	// ClientCAFile enables client certificates verified against this CA.
+	// ClientCAFile enables client certificates verified against this CA;
+	// it needs ClientAuth request or require.
 	ClientCAFile string `yaml:"client_ca_file"`
 	// ClientAuth is "none" (default), "request" or "require".
 	ClientAuth string `yaml:"client_auth"`
@@ -249,6 +250,11 @@ func (c *Config) Validate() error {
 			}
 			if (l.TLS.ClientAuth == "request" || l.TLS.ClientAuth == "require") && l.TLS.ClientCAFile == "" {
 				return fmt.Errorf("%s.tls.client_ca_file: required when client_auth is %s", key, l.TLS.ClientAuth)
+			}
+			if (l.TLS.ClientAuth == "" || l.TLS.ClientAuth == "none") && l.TLS.ClientCAFile != "" {
+				// The CA would never be used: no client is asked for a
+				// certificate, and an mTLS mapping would never apply.
+				return fmt.Errorf("%s.tls.client_auth: none never asks for a client certificate; set request or require to use client_ca_file", key)
 			}
 		}
 		for _, m := range l.SASL {

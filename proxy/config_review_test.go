@@ -57,3 +57,16 @@ func TestUpstreamPasswordOneSource(t *testing.T) {
 		t.Fatalf("both password_env and password_file accepted; password_file ignored (using %q)", pw)
 	}
 }
+
+// A client CA with client_auth none would never be used: no client is
+// asked for a certificate, so an mTLS mapping silently never applies.
+func TestClientCAWithoutClientAuthRefused(t *testing.T) {
+	c := DefaultConfig()
+	c.Upstream.Brokers = []string{"k:9092"}
+	c.Listeners = []ListenerConfig{{Name: "partners", Listen: "0.0.0.0:9192",
+		TLS: ServerTLSConfig{Enabled: true, CertFile: "c.pem", KeyFile: "k.pem", ClientCAFile: "ca.pem"}}}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "listeners[0].tls.client_auth") {
+		t.Fatalf("client_ca_file with client_auth none: %v", err)
+	}
+}
