@@ -209,7 +209,6 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 	orig := len(dst)
 	rw := rewriters.Get().(*rewriter)
 	defer rewriters.Put(rw)
-	whole := false // a whole batch was seen
 	for len(src) > 0 {
 		length := int64(-1)
 		if len(src) >= offMagic+1 {
@@ -217,19 +216,15 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 		}
 		if total := 12 + length; length < 0 || total > int64(len(src)) {
 			// A trailing partial batch (the broker cuts a partition at
-			// the fetch's byte limit) is dropped, not passed: its whole
-			// records are readable, unmasked and unfiltered, by a client
-			// that parses it. Consumers ignore it and fetch again from
-			// the next offset; from Fetch v3 the first batch always
-			// comes whole, so only a partial batch alone (Fetch v0-2,
-			// a batch over the limit) has nothing to deliver instead.
-			if emit && !whole {
-				return dst[:orig], st, fmt.Errorf("%w: only a partial batch (%d bytes)", ErrCorruptBatch, len(src))
-			}
+			// the fetch's byte budget, and a later partition of a full
+			// response may get nothing but a fragment) is dropped, not
+			// passed: its whole records are readable, unmasked and
+			// unfiltered, by a client that parses it. Consumers ignore
+			// it and fetch again from the next offset; a partition left
+			// with no records is what they would have made of it too.
 			break
 		}
 		total := 12 + length
-		whole = true
 		b := src[:total]
 		src = src[total:]
 		if len(b) <= offMagic || b[offMagic] == 2 && len(b) < batchHeaderLen {

@@ -24,6 +24,7 @@ type cluster struct {
 	brokers  map[int32]string // node id -> upstream host:port
 	idToName map[[16]byte]string
 	nameToID map[string][16]byte
+	names    map[string]struct{} // every topic seen, with or without an id
 
 	ready atomic.Bool
 	rr    atomic.Uint32
@@ -39,7 +40,17 @@ func newCluster(log *zap.Logger) *cluster {
 		brokers:  map[int32]string{},
 		idToName: map[[16]byte]string{},
 		nameToID: map[string][16]byte{},
+		names:    map[string]struct{}{},
 	}
+}
+
+// TopicKnown reports whether metadata has shown the topic (brokers before
+// Kafka 2.8 give topics no id, so TopicID does not know them).
+func (c *cluster) TopicKnown(name string) bool {
+	c.mu.RLock()
+	_, ok := c.names[name]
+	c.mu.RUnlock()
+	return ok
 }
 
 // TopicName implements filter.TopicResolver.
@@ -127,7 +138,14 @@ func (c *cluster) learnMetadata(resp *kmsg.MetadataResponse) {
 	changed := false
 	c.mu.RLock()
 	for _, t := range resp.Topics {
-		if t.Topic == nil || t.TopicID == zero {
+		if t.Topic == nil {
+			continue
+		}
+		if _, ok := c.names[*t.Topic]; !ok && t.ErrorCode == 0 {
+			changed = true
+			break
+		}
+		if t.TopicID == zero {
 			continue
 		}
 		if n, ok := c.idToName[t.TopicID]; !ok || n != *t.Topic {
@@ -141,6 +159,9 @@ func (c *cluster) learnMetadata(resp *kmsg.MetadataResponse) {
 	}
 	c.mu.Lock()
 	for _, t := range resp.Topics {
+		if t.Topic != nil && t.ErrorCode == 0 {
+			c.names[*t.Topic] = struct{}{}
+		}
 		if t.Topic == nil || t.TopicID == zero {
 			continue
 		}

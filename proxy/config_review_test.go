@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 	"os"
 	"strings"
 	"testing"
@@ -68,5 +71,29 @@ func TestClientCAWithoutClientAuthRefused(t *testing.T) {
 	err := c.Validate()
 	if err == nil || !strings.Contains(err.Error(), "listeners[0].tls.client_auth") {
 		t.Fatalf("client_ca_file with client_auth none: %v", err)
+	}
+}
+
+// Brokers before Kafka 2.8 give topics no id: the gateway still knows
+// their names (the policy refuses Metadata v1-3 auto-creation only of
+// topics it does not know exist).
+func TestClusterKnowsTopicsWithoutIDs(t *testing.T) {
+	c := newCluster(zap.NewNop())
+	resp := kmsg.NewPtrMetadataResponse()
+	for _, n := range []string{"old", "missing"} {
+		mt := kmsg.NewMetadataResponseTopic()
+		nn := n
+		mt.Topic = &nn
+		if n == "missing" {
+			mt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		}
+		resp.Topics = append(resp.Topics, mt)
+	}
+	c.learnMetadata(resp)
+	if !c.TopicKnown("old") || c.TopicKnown("missing") {
+		t.Fatalf("known: old %v, missing %v", c.TopicKnown("old"), c.TopicKnown("missing"))
+	}
+	if _, ok := c.TopicID("old"); ok {
+		t.Fatal("a topic without an id has one")
 	}
 }
