@@ -1,13 +1,13 @@
 package proxy
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
-	"go.uber.org/zap"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 )
 
