@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -272,27 +273,57 @@ func (f *Filter) runMaskJobs(ctx context.Context, x *filter.Exchange, jobs []mas
 	if workers <= 1 {
 		for i := range jobs {
 			j := &jobs[i]
-			j.out = f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+			j.out = maskPartition(f, ctx, x, j.topic, j.obl, j.p, &j.stats)
 		}
 		return
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var carried atomic.Pointer[carriedPanic]
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer carry(&carried)
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(jobs) {
 					return
 				}
 				j := &jobs[i]
-				j.out = f.maskFetchPartition(ctx, x, j.topic, j.obl, j.p, &j.stats)
+				j.out = maskPartition(f, ctx, x, j.topic, j.obl, j.p, &j.stats)
 			}
 		}()
 	}
 	wg.Wait()
+	carried.Load().raise()
+}
+
+// maskPartition is maskFetchPartition, as the masking goroutines call it
+// (a variable so that a test can make one panic).
+var maskPartition = (*Filter).maskFetchPartition
+
+// carriedPanic takes a panic out of a masking goroutine to the
+// connection's goroutine that waits for it, which raises it again there:
+// the proxy then closes that one connection, where a panic left in the
+// masking goroutine would have ended the process.
+type carriedPanic struct {
+	v     any
+	stack []byte
+}
+
+// carry, deferred in a masking goroutine, keeps its panic (the first) in p.
+func carry(p *atomic.Pointer[carriedPanic]) {
+	if r := recover(); r != nil {
+		p.CompareAndSwap(nil, &carriedPanic{v: r, stack: debug.Stack()})
+	}
+}
+
+// raise panics again with what was carried, if anything.
+func (c *carriedPanic) raise() {
+	if c != nil {
+		panic(fmt.Sprintf("masking goroutine: %v\n%s", c.v, c.stack))
+	}
 }
 
 // ReportsResponseChanges implements filter.ChangeReporter for Fetch and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -35,6 +36,8 @@ type prepared struct {
 	sem  chan struct{}
 	mu   sync.Mutex
 	done map[*byte]*prepResult // by the first byte of the records masked
+	// carried is a panic of a masking goroutine, raised by FetchRead.
+	carried atomic.Pointer[carriedPanic]
 }
 
 type prepResult struct {
@@ -75,10 +78,11 @@ func (f *Filter) FetchPartition(ctx context.Context, x *filter.Exchange, topic s
 	pr.wg.Add(1)
 	go func() {
 		defer pr.wg.Done()
+		defer carry(&pr.carried) // raised by FetchRead, on the connection's goroutine
 		pr.sem <- struct{}{}
 		defer func() { <-pr.sem }()
 		r := &prepResult{obl: obl, n: len(records), p: kmsg.FetchResponseTopicPartition{Partition: partition, RecordBatches: records}}
-		r.out = f.maskFetchPartition(ctx, x, name, obl, &r.p, &r.stats)
+		r.out = maskPartition(f, ctx, x, name, obl, &r.p, &r.stats)
 		pr.mu.Lock()
 		pr.done[unsafe.SliceData(records)] = r
 		pr.mu.Unlock()
@@ -90,6 +94,7 @@ func (f *Filter) FetchPartition(ctx context.Context, x *filter.Exchange, topic s
 func (f *Filter) FetchRead(x *filter.Exchange) {
 	if pr, _ := x.Get(prepKey{}).(*prepared); pr != nil {
 		pr.wg.Wait()
+		pr.carried.Load().raise()
 	}
 }
 
