@@ -211,10 +211,11 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 	defer rewriters.Put(rw)
 	for len(src) > 0 {
 		length := int64(-1)
-		if len(src) >= offMagic+1 {
+		if len(src) > offMagic {
 			length = int64(int32(binary.BigEndian.Uint32(src[offLength:])))
 		}
-		if total := 12 + length; length < 0 || total > int64(len(src)) {
+		total := 12 + length
+		if length < 0 || total > int64(len(src)) {
 			// A trailing partial batch (the broker cuts a partition at
 			// the fetch's byte budget, and a later partition of a full
 			// response may get nothing but a fragment) is dropped, not
@@ -224,7 +225,6 @@ func rewrite(dst, src []byte, t Transformer, emit bool) ([]byte, RewriteStats, e
 			// with no records is what they would have made of it too.
 			break
 		}
-		total := 12 + length
 		b := src[:total]
 		src = src[total:]
 		if len(b) <= offMagic || b[offMagic] == 2 && len(b) < batchHeaderLen {
