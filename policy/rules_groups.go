@@ -423,23 +423,17 @@ func consumerGroupDescribeResp(ctx context.Context, f *Filter, x *filter.Exchang
 		if g.ErrorCode != 0 {
 			continue
 		}
-		seen := map[string]bool{}
-		ok := true
+		var names []string
 		for _, m := range g.Members {
-			ok = ok && f.describesTopics(ctx, x, seen, m.SubscribedTopics, func(yield func(string, [16]byte) bool) {
-				for _, tp := range m.Assignment.TopicPartitions {
-					if !yield(tp.Topic, tp.TopicID) {
-						return
-					}
-				}
-				for _, tp := range m.TargetAssignment.TopicPartitions {
-					if !yield(tp.Topic, tp.TopicID) {
-						return
-					}
-				}
-			})
+			names = append(names, m.SubscribedTopics...)
+			for _, tp := range m.Assignment.TopicPartitions {
+				names = append(names, assignedName(x, tp.Topic, tp.TopicID))
+			}
+			for _, tp := range m.TargetAssignment.TopicPartitions {
+				names = append(names, assignedName(x, tp.Topic, tp.TopicID))
+			}
 		}
-		if !ok {
+		if !f.describesAll(ctx, x, names) {
 			g.ErrorCode, g.ErrorMessage, g.Members = codeTopic, kmsg.StringPtr(groupTopicsHidden), nil
 			x.MarkResponseChanged()
 		}
@@ -454,18 +448,14 @@ func shareGroupDescribeResp(ctx context.Context, f *Filter, x *filter.Exchange) 
 		if g.ErrorCode != 0 {
 			continue
 		}
-		seen := map[string]bool{}
-		ok := true
+		var names []string
 		for _, m := range g.Members {
-			ok = ok && f.describesTopics(ctx, x, seen, m.SubscribedTopicNames, func(yield func(string, [16]byte) bool) {
-				for _, tp := range m.Assignment.TopicPartitions {
-					if !yield(tp.Topic, tp.TopicID) {
-						return
-					}
-				}
-			})
+			names = append(names, m.SubscribedTopicNames...)
+			for _, tp := range m.Assignment.TopicPartitions {
+				names = append(names, assignedName(x, tp.Topic, tp.TopicID))
+			}
 		}
-		if !ok {
+		if !f.describesAll(ctx, x, names) {
 			g.ErrorCode, g.ErrorMessage, g.Members = codeTopic, kmsg.StringPtr(groupTopicsHidden), nil
 			x.MarkResponseChanged()
 		}
@@ -475,30 +465,30 @@ func shareGroupDescribeResp(ctx context.Context, f *Filter, x *filter.Exchange) 
 
 const groupTopicsHidden = "the group's members use topics you may not describe"
 
-// describesTopics reports whether the principal may describe every topic
-// named, and every topic assigned (by name, or by id resolved; an id that
-// does not resolve counts as hidden). seen memoises the answers per group.
-func (f *Filter) describesTopics(ctx context.Context, x *filter.Exchange, seen map[string]bool, names []string, assigned func(func(string, [16]byte) bool)) bool {
-	may := func(name string) bool {
-		ok, known := seen[name]
-		if !known {
-			ok = f.query(ctx, x, ActionDescribe, ResourceTopic, name).Allow
-			seen[name] = ok
-		}
-		return ok
-	}
+// assignedName names an assigned topic, by its name or its id resolved;
+// "" (never describable) when neither is known.
+func assignedName(x *filter.Exchange, name string, id [16]byte) string {
+	n, _ := topicName(x, name, id)
+	return n
+}
+
+// describesAll reports whether the principal may describe every topic of
+// names ("" is a topic that could not be named: hidden), each decided once.
+func (f *Filter) describesAll(ctx context.Context, x *filter.Exchange, names []string) bool {
+	seen := make(map[string]bool, len(names))
 	for _, n := range names {
-		if !may(n) {
+		if n == "" {
 			return false
 		}
+		if seen[n] {
+			continue
+		}
+		if !f.query(ctx, x, ActionDescribe, ResourceTopic, n).Allow {
+			return false
+		}
+		seen[n] = true
 	}
-	all := true
-	assigned(func(name string, id [16]byte) bool {
-		n, ok := topicName(x, name, id)
-		all = ok && n != "" && may(n)
-		return all
-	})
-	return all
+	return true
 }
 
 // streamsGroupDescribeResp does for streams groups what
@@ -541,7 +531,7 @@ func streamsGroupDescribeResp(ctx context.Context, f *Filter, x *filter.Exchange
 				node(&d.GlobalStores[j].Processor)
 			}
 		}
-		if !f.describesTopics(ctx, x, map[string]bool{}, names, func(func(string, [16]byte) bool) {}) {
+		if !f.describesAll(ctx, x, names) {
 			g.ErrorCode, g.ErrorMessage = codeTopic, kmsg.StringPtr(groupTopicsHidden)
 			g.Topology, g.TopologyDescription, g.Members = nil, nil, nil
 			x.MarkResponseChanged()
