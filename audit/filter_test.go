@@ -15,6 +15,7 @@ import (
 type resolver map[[16]byte]string
 
 func (r resolver) TopicName(id [16]byte) (string, bool) { n, ok := r[id]; return n, ok }
+func (r resolver) TopicKnown(name string) bool          { _, ok := r.TopicID(name); return ok }
 func (r resolver) TopicID(name string) ([16]byte, bool) {
 	for id, n := range r {
 		if n == name {

@@ -32,6 +32,7 @@ func (d *fakeDecider) Decide(_ context.Context, q *Query) Decision {
 type topics map[[16]byte]string
 
 func (t topics) TopicName(id [16]byte) (string, bool) { n, ok := t[id]; return n, ok }
+func (t topics) TopicKnown(name string) bool          { _, ok := t.TopicID(name); return ok }
 func (t topics) TopicID(name string) ([16]byte, bool) {
 	for id, n := range t {
 		if n == name {

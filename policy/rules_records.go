@@ -306,18 +306,9 @@ func metadataReq(ctx context.Context, f *Filter, x *filter.Exchange) error {
 	return f.strip(x, "Topics", "Topics", codes)
 }
 
-// topicKnown reports whether the gateway's metadata has the topic name
-// (by name when the resolver can tell, as the proxy's can for topics
-// without ids; else by its id).
+// topicKnown reports whether the gateway's metadata has the topic name.
 func topicKnown(x *filter.Exchange, name string) bool {
-	if x.Topics == nil {
-		return false
-	}
-	if k, ok := x.Topics.(interface{ TopicKnown(string) bool }); ok {
-		return k.TopicKnown(name)
-	}
-	_, ok := x.Topics.TopicID(name)
-	return ok
+	return x.Topics != nil && x.Topics.TopicKnown(name)
 }
 
 // metadataResp drops every topic the principal may not describe: the

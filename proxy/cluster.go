@@ -44,8 +44,9 @@ func newCluster(log *zap.Logger) *cluster {
 	}
 }
 
-// TopicKnown reports whether metadata has shown the topic (brokers before
-// Kafka 2.8 give topics no id, so TopicID does not know them).
+// TopicKnown implements filter.TopicResolver: metadata has shown the
+// topic (brokers before Kafka 2.8 give topics no id, so TopicID does not
+// know them).
 func (c *cluster) TopicKnown(name string) bool {
 	c.mu.RLock()
 	_, ok := c.names[name]

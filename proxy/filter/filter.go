@@ -322,10 +322,13 @@ func (x *Exchange) MarkResponseChanged() { x.respChanged = true }
 // ResponseChanged reports whether a filter marked x.Response changed.
 func (x *Exchange) ResponseChanged() bool { return x.respChanged }
 
-// TopicResolver maps topic IDs to names and back.
+// TopicResolver maps topic IDs to names and back. TopicKnown reports
+// whether a topic of that name exists as far as the gateway knows, with or
+// without an id (brokers before Kafka 2.8 give topics none).
 type TopicResolver interface {
 	TopicName(id [16]byte) (string, bool)
 	TopicID(name string) ([16]byte, bool)
+	TopicKnown(name string) bool
 }
 
 // Set stores a per-exchange value.
